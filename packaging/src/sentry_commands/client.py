@@ -17,7 +17,7 @@ import sys
 
 from sentry_commands import version_line
 
-PASSWORD_STDIN = "--password-stdin"
+STDIN_FLAG = "--password-stdin"
 
 
 def read_password() -> str:
@@ -29,15 +29,15 @@ def read_password() -> str:
 
 def with_stdin_password(argv: list[str]) -> list[str]:
     """Replace --password-stdin by the form devpi-client expects for the command."""
-    if PASSWORD_STDIN not in argv:
+    if STDIN_FLAG not in argv:
         return argv
-    rest = [arg for arg in argv if arg != PASSWORD_STDIN]
+    rest = [arg for arg in argv if arg != STDIN_FLAG]
     command = next((arg for arg in rest if not arg.startswith("-")), None)
     if command == "login":
         return [*rest, "--password", read_password()]
     if command == "user" and ("-c" in rest or "-m" in rest or "--create" in rest or "--modify" in rest):
         return [*rest, f"password={read_password()}"]
-    raise SystemExit(f"sentry: error: {PASSWORD_STDIN} only goes with 'login' and 'user -c/-m'")
+    raise SystemExit(f"sentry: error: {STDIN_FLAG} only goes with 'login' and 'user -c/-m'")
 
 
 def main(argv: list[str] | None = None) -> int:

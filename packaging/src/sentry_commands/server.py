@@ -53,22 +53,36 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--init", action="store_true", help="initialise an empty serverdir")
     action.add_argument("--export", metavar="DIR", help="export all data into DIR (absent or empty)")
     action.add_argument("--import", dest="import_dir", metavar="DIR", help="import an export into a fresh serverdir")
-    action.add_argument("--gen-config", action="store_true", help="write gen-config/supervisor-sentry.conf and gen-config/nginx-sentry.conf")
+    action.add_argument(
+        "--gen-config",
+        action="store_true",
+        help="write gen-config/supervisor-sentry.conf and gen-config/nginx-sentry.conf",
+    )
     action.add_argument("--version", action="store_true", help="print the package and component versions")
 
     parser.add_argument("--serverdir", default=DEFAULT_SERVERDIR, help=f"data directory (default {DEFAULT_SERVERDIR})")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})"
+    )
     parser.add_argument("--master-url", metavar="URL", type=http_url, help="run as a replica of the master at URL")
-    parser.add_argument("--role", choices=("standalone", "primary", "replica"), help="replication role (primary serves replicas)")
+    parser.add_argument(
+        "--role", choices=("standalone", "primary", "replica"), help="replication role (primary serves replicas)"
+    )
     parser.add_argument("--secretfile", metavar="FILE", help="shared secret file; the same on master and replicas")
     parser.add_argument("--outside-url", metavar="URL", type=http_url, help="URL the server is reached at from outside")
     parser.add_argument("--theme", metavar="DIR", help="devpi-web theme directory (templates/, static/)")
     parser.add_argument("--config", "-c", metavar="FILE", help="devpi-server YAML configuration file")
     parser.add_argument("--offline-mode", action="store_true", help="never contact upstream mirrors")
-    parser.add_argument("--root-passwd-file", metavar="FILE", help="with --init: read the root password from FILE, '-' for stdin")
-    parser.add_argument("--no-root-pypi", action="store_true", help="with --init/--import: do not create the root/pypi mirror")
-    parser.add_argument("--hard-links", action="store_true", help="with --export/--import: hard-link release files instead of copying")
+    parser.add_argument(
+        "--root-passwd-file", metavar="FILE", help="with --init: read the root password from FILE, '-' for stdin"
+    )
+    parser.add_argument(
+        "--no-root-pypi", action="store_true", help="with --init/--import: do not create the root/pypi mirror"
+    )
+    parser.add_argument(
+        "--hard-links", action="store_true", help="with --export/--import: hard-link release files instead of copying"
+    )
     return parser
 
 
@@ -160,12 +174,16 @@ def storage_args(args: argparse.Namespace) -> list[str]:
 
 def server_args(args: argparse.Namespace) -> list[str]:
     """devpi-server flags for the daemon (also baked into generated configs)."""
-    result = storage_args(args) + ["--host", args.host, "--port", str(args.port)]
+    result = [*storage_args(args), "--host", args.host, "--port", str(args.port)]
     if args.master_url:
         result += ["--role", "replica", "--primary-url", args.master_url]
     elif args.role:
         result += ["--role", args.role]
-    for flag, value in (("--secretfile", args.secretfile), ("--outside-url", args.outside_url), ("--theme", args.theme)):
+    for flag, value in (
+        ("--secretfile", args.secretfile),
+        ("--outside-url", args.outside_url),
+        ("--theme", args.theme),
+    ):
         if value:
             result += [flag, value]
     if args.offline_mode:
@@ -195,11 +213,13 @@ def run_devpi(name: str, arguments: list[str], cwd: str | None = None, quiet: bo
 def serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     serverdir = Path(args.serverdir)
     if not is_initialised(serverdir):
-        raise Failure(f"{serverdir} holds no initialised server: run 'sentry-server --init --serverdir {serverdir}' first")
+        raise Failure(
+            f"{serverdir} holds no initialised server: run 'sentry-server --init --serverdir {serverdir}' first"
+        )
     if args.theme and not Path(args.theme).is_dir():
         raise Failure(f"theme directory {args.theme} does not exist")
     command = [devpi_bin("devpi-server"), *server_args(args), *passthrough]
-    os.execv(command[0], command)
+    os.execv(command[0], command)  # noqa: S606 - the daemon replaces this process for its supervisor
     return 1  # not reached
 
 
@@ -223,7 +243,9 @@ def read_root_password(source: str | None) -> str:
 def init(args: argparse.Namespace) -> int:
     serverdir = Path(args.serverdir)
     if is_initialised(serverdir):
-        raise Failure(f"{serverdir} is already initialised; it is never initialised twice (move it aside to start over)")
+        raise Failure(
+            f"{serverdir} is already initialised; it is never initialised twice (move it aside to start over)"
+        )
     if not is_empty_or_absent(serverdir):
         raise Failure(f"{serverdir} is not empty; --init needs an empty or absent directory")
     arguments = ["devpi-init", *storage_args(args)]
@@ -282,7 +304,9 @@ def import_(args: argparse.Namespace) -> int:
     if not (source / EXPORT_MARKER).is_file():
         raise Failure(f"{source} is not a sentry export (no {EXPORT_MARKER})")
     if not is_empty_or_absent(serverdir):
-        raise Failure(f"serverdir {serverdir} is not empty: import only goes into a fresh serverdir (move the old one aside)")
+        raise Failure(
+            f"serverdir {serverdir} is not empty: import only goes into a fresh serverdir (move the old one aside)"
+        )
     serverdir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{serverdir.name}.import-", dir=serverdir.parent))
     arguments = ["--serverdir", str(scratch)]

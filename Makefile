@@ -1,0 +1,31 @@
+# Convenience targets; each is one of the scripts in script/ or packaging/.
+SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
+
+.PHONY: deploy test test-fast lint deb debs pins lock clean
+
+deploy:          ## deploy sentry on this machine (masterless)
+	script/deploy
+
+test:            ## the whole suite, as CI runs it
+	script/test
+
+test-fast:       ## skip the slow end-to-end tests
+	script/test -m 'not slow'
+
+lint:
+	script/lint
+
+deb:             ## make deb SENTRY_VERSION=6.14.0
+	packaging/build-deb $(SENTRY_VERSION)
+
+debs:            ## every pinned version
+	for pins in packaging/pins/*.txt; do packaging/build-deb $$(basename $$pins .txt) || exit 1; done
+
+pins:            ## make pins SERVER=6.20.3 WEB=5.1.1 CLIENT=7.3.0
+	packaging/freeze-pins $(SERVER) $(WEB) $(CLIENT)
+
+lock:            ## re-resolve requirements-dev.lock from requirements-dev.txt
+	script/freeze-lock
+
+clean:
+	rm -rf build

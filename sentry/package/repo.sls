@@ -1,0 +1,9 @@
+{#- From an apt repository the host already knows; package:version pins it. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry with context %}
+
+sentry-package-installed:
+  pkg.installed:
+    - name: {{ sentry.package.name }}
+    - version: {{ sentry.package.version or "null" }}
+    - refresh: false

@@ -1,0 +1,217 @@
+"""Shared fixtures: the real sentry deb, test hosts, servers running inside them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hosts import TestHost
+
+REPO = Path(__file__).resolve().parent.parent
+PINS = REPO / "packaging" / "pins"
+DEFAULT_VERSION = (PINS / "DEFAULT").read_text().strip()
+REVISION = (REPO / "packaging" / "REVISION").read_text().strip()
+PIP_VENV = "/tmp/pip-venv"
+
+
+def build_deb(version: str) -> Path:
+    """Build (or reuse) the deb for a pinned devpi-server version; returns its path."""
+    completed = subprocess.run(
+        [str(REPO / "packaging" / "build-deb"), version], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        pytest.fail(f"build-deb {version} failed:\n{completed.stdout[-5000:]}\n{completed.stderr[-5000:]}")
+    match = re.search(r"(\S+\.deb)", completed.stdout.strip().splitlines()[-1])
+    assert match, completed.stdout
+    return Path(match.group(1))
+
+
+def known_versions() -> list[str]:
+    return sorted((p.stem for p in PINS.glob("*.txt")), key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+@pytest.fixture(scope="session")
+def sentry_deb() -> Path:
+    return build_deb(DEFAULT_VERSION)
+
+
+@pytest.fixture(scope="session")
+def old_sentry_deb() -> Path:
+    older = [v for v in known_versions() if v != DEFAULT_VERSION]
+    assert older, "packaging/pins needs an older devpi-server version beside the default"
+    return build_deb(older[0])
+
+
+def install_deb(host: TestHost, deb: Path) -> None:
+    shutil.copy(deb, host.path("/tmp") / deb.name)
+    host.run(["dpkg", "-i", f"/tmp/{deb.name}"])
+
+
+@pytest.fixture
+def bare_host(request):
+    """A fresh test host with nothing installed; gone after the test."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:20].strip("-")
+    with TestHost(name) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def sentry_host(sentry_deb):
+    """A test host with the sentry deb installed, shared by one test module."""
+    with TestHost("pkg") as host:
+        install_deb(host, sentry_deb)
+        yield host
+
+
+class HostServer:
+    """A sentry-server process inside a test host, on loopback."""
+
+    def __init__(self, host: TestHost, serverdir: str, port: int, *extra: str) -> None:
+        self.host, self.serverdir, self.port, self.extra = host, serverdir, port, extra
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = f"/tmp/sentry-server-{port}.log"
+        self.pid: int | None = None
+
+    def start(self) -> HostServer:
+        command = shlex.join(
+            ["sentry-server", "--serverdir", self.serverdir, "--port", str(self.port), "--offline-mode", *self.extra]
+        )
+        started = self.host.sh(f"setsid {command} >{self.log} 2>&1 </dev/null & echo $!")
+        self.pid = int(started.stdout.strip())
+        try:
+            self.host.wait_for(f"curl -fsS -o /dev/null {self.url}/+api", timeout=60)
+        except Exception:
+            print(self.host.path(self.log).read_text(errors="replace"))
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.pid:
+            self.host.run(["kill", str(self.pid)], check=False)
+            self.host.wait_for(f"! kill -0 {self.pid} 2>/dev/null", timeout=30)
+            self.pid = None
+
+    def get_json(self, path: str) -> dict:
+        fetched = self.host.run(["curl", "-fsS", "-H", "Accept: application/json", f"{self.url}{path}"])
+        return json.loads(fetched.stdout)
+
+
+def sentry_client(host: TestHost, *args: str, password: str | None = None, check: bool = True):
+    """Run the sentry client inside ``host``; a password goes through stdin only."""
+    argv = ["sentry", *args]
+    if password is not None:
+        argv.append("--password-stdin")
+    return host.run(
+        argv,
+        input=None if password is None else password + "\n",
+        check=check,
+        env={"DEVPI_CLIENTDIR": "/tmp/sentry-client"},
+    )
+
+
+def pip_install(host: TestHost, index_url: str, requirement: str, target: str):
+    """pip install from sentry alone: no local config, no cache, no find-links."""
+    host.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
+    return host.run(
+        [
+            f"{PIP_VENV}/bin/pip",
+            "install",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--index-url",
+            index_url,
+            "--target",
+            target,
+            requirement,
+        ],
+        env={"PIP_CONFIG_FILE": "/dev/null"},
+    )
+
+
+class MasterlessSalt:
+    """salt-call --local inside a test host, with the repo as file_roots and a test pillar."""
+
+    CONF = "/etc/salt-test"
+
+    def __init__(self, host: TestHost, pillar: dict | None = None) -> None:
+        self.host = host
+        conf = host.path(self.CONF)
+        (conf / "pillar").mkdir(parents=True, exist_ok=True)
+        (conf / "minion").write_text(
+            yaml.safe_dump(
+                {
+                    "id": host.name,
+                    "file_client": "local",
+                    "root_dir": f"{self.CONF}/root",
+                    "file_roots": {"base": [str(REPO)]},
+                    "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
+                    "log_level_logfile": "debug",
+                }
+            )
+        )
+        (conf / "pillar" / "top.sls").write_text("base:\n  '*':\n    - test\n")
+        self.set_pillar(pillar or {})
+        self.call("saltutil.sync_all")
+
+    def set_pillar(self, pillar: dict) -> None:
+        self.host.path(f"{self.CONF}/pillar/test.sls").write_text(yaml.safe_dump(pillar))
+
+    def call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.host.run(
+            [str(REPO / ".venv" / "bin" / "salt-call"), "-c", self.CONF, "--local", "--out=json", *args],
+            check=check,
+            timeout=900,
+        )
+
+    def apply(self, sls: str = "sentry", *args: str) -> StateRun:
+        completed = self.call("state.apply", sls, "--retcode-passthrough", *args, check=False)
+        return StateRun(completed)
+
+
+class StateRun:
+    """The outcome of one state.apply: per-state results, or the render error."""
+
+    def __init__(self, completed: subprocess.CompletedProcess) -> None:
+        self.returncode = completed.returncode
+        self.stdout, self.stderr = completed.stdout, completed.stderr
+        try:
+            self.returned = json.loads(completed.stdout)["local"]
+        except (ValueError, KeyError):
+            self.returned = None
+
+    @property
+    def states(self) -> dict:
+        return self.returned if isinstance(self.returned, dict) else {}
+
+    @property
+    def errors(self) -> str:
+        """Render errors as one text (salt returns them as a list of strings)."""
+        if isinstance(self.returned, list):
+            return "\n".join(self.returned)
+        return self.stdout + self.stderr
+
+    def by_id(self, state_id: str) -> dict:
+        (found,) = [result for key, result in self.states.items() if key.split("_|-")[1] == state_id]
+        return found
+
+    @property
+    def changed(self) -> dict[str, dict]:
+        return {key.split("_|-")[1]: result["changes"] for key, result in self.states.items() if result["changes"]}
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {key: result["comment"] for key, result in self.states.items() if result["result"] is False}
+
+    @property
+    def succeeded(self) -> bool:
+        return self.returncode == 0 and bool(self.states) and not self.failed

@@ -1,0 +1,210 @@
+"""Throw-away test hosts: a network namespace plus a mount namespace over an overlay.
+
+Each host sees this machine's root filesystem read-only underneath a tmpfs
+layer: ``dpkg -i``, users and files under ``/etc`` stay inside and vanish when
+the host is destroyed, so the suite leaves the machine as it found it and
+passes twice in a row.  No Docker engine is needed.
+
+    with TestHost("pkg") as host:
+        host.run(["dpkg", "-i", "/tmp/sentry.deb"])
+
+Commands run inside through ``nsenter``; files are reached from outside through
+``/proc/<init>/root``.  The overlay's upper layer (what the host changed) is
+``host.changes``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+SCRATCH = "/mnt"  # shadowed by a tmpfs inside the host's own mount namespace
+INIT_MARKER = "sentry-testhost-init"
+
+# PID 1 of the host: reaps orphans (daemons double-fork) and otherwise sleeps.
+INIT_PROGRAM = (
+    "import os, time\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.wait()\n"
+    "    except ChildProcessError:\n"
+    "        time.sleep(0.5)\n"
+)
+
+SETUP_SCRIPT = """
+set -e
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 sentry-testhost {scratch}
+mkdir {scratch}/upper {scratch}/work {scratch}/root
+mount -t overlay overlay -o lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work {scratch}/root
+mount -t proc proc {scratch}/root/proc
+mount --rbind /dev {scratch}/root/dev
+mount -t sysfs sysfs {scratch}/root/sys
+mount -t tmpfs -o mode=0755 tmpfs {scratch}/root/run
+mount -t tmpfs -o mode=1777 tmpfs {scratch}/root/tmp
+hostname {name}
+exec chroot {scratch}/root /usr/bin/python3 -c {init} {marker} {name}
+"""
+
+
+class TestHostError(RuntimeError):
+    pass
+
+
+class TestHost:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, name: str, start_timeout: float = 10.0) -> None:
+        self.name = name
+        self.netns = f"sentry-test-{name}"
+        self.start_timeout = start_timeout
+        self._launcher: subprocess.Popen | None = None
+        self.init_pid: int | None = None
+
+    # --- lifecycle -------------------------------------------------------
+
+    def start(self) -> TestHost:
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
+        script = SETUP_SCRIPT.format(
+            scratch=SCRATCH, name=shlex.quote(self.name), init=shlex.quote(INIT_PROGRAM), marker=INIT_MARKER
+        )
+        self._launcher = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                "unshare",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--uts",
+                "--kill-child",
+                "bash",
+                "-c",
+                script,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.init_pid = self._wait_for_init()
+        if os.readlink(f"/proc/{self.init_pid}/root") == "/":
+            self.destroy()
+            raise TestHostError(f"test host {self.name}: init is not inside its own root; refusing to run there")
+        return self
+
+    def _wait_for_init(self) -> int:
+        deadline = time.monotonic() + self.start_timeout
+        children = Path(f"/proc/{self._launcher.pid}/task/{self._launcher.pid}/children")
+        while time.monotonic() < deadline:
+            if self._launcher.poll() is not None:
+                output = self._launcher.stdout.read().decode(errors="replace")
+                raise TestHostError(f"test host {self.name} failed to start: {output}")
+            try:
+                pids = children.read_text().split()
+                # Same pid as the setup shell, whose script mentions the marker too:
+                # only the exec'd init (chroot done) has it as an argument of its own.
+                if pids and INIT_MARKER in Path(f"/proc/{pids[0]}/cmdline").read_text(errors="replace").split("\0"):
+                    return int(pids[0])
+            except FileNotFoundError:
+                pass
+            time.sleep(0.02)
+        self.destroy()
+        raise TestHostError(f"test host {self.name} did not start within {self.start_timeout}s")
+
+    def destroy(self) -> None:
+        if self.init_pid:
+            try:
+                os.kill(self.init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._launcher:
+            try:
+                self._launcher.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._launcher.pid, signal.SIGKILL)
+                self._launcher.wait(timeout=10)
+            self._launcher.stdout.close()
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+        self.init_pid = None
+        self._launcher = None
+
+    def __enter__(self) -> TestHost:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.destroy()
+
+    # --- inside the host -------------------------------------------------
+
+    def command(self, argv: list[str]) -> list[str]:
+        """The argv that runs ``argv`` inside this host."""
+        return [
+            "nsenter",
+            "--target",
+            str(self.init_pid),
+            "--mount",
+            "--net",
+            "--pid",
+            "--uts",
+            "--root",
+            "--wd",
+            "--",
+            *argv,
+        ]
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run a command inside; output is captured as text. ``check`` raises with its output."""
+        full_env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": "/root",
+            **(env or {}),
+        }
+        completed = subprocess.run(
+            self.command(argv), input=input, capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+        )
+        if check and completed.returncode != 0:
+            raise TestHostError(
+                f"{shlex.join(argv)} exited {completed.returncode} on {self.name}\n"
+                f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+            )
+        return completed
+
+    def sh(self, script: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(["bash", "-c", script], **kwargs)
+
+    def path(self, inside: str | os.PathLike) -> Path:
+        """Where a path inside the host is seen from outside."""
+        return Path(f"/proc/{self.init_pid}/root") / str(inside).lstrip("/")
+
+    @property
+    def changes(self) -> Path:
+        """The overlay's upper layer: every file the host created or changed."""
+        return Path(f"/proc/{self._launcher.pid}/root") / SCRATCH.lstrip("/") / "upper"
+
+    def wait_for(self, probe: str, timeout: float = 60, interval: float = 0.25) -> None:
+        """Wait until the shell snippet ``probe`` succeeds inside the host."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.sh(probe, check=False, timeout=timeout).returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TestHostError(f"{probe!r} did not succeed on {self.name} within {timeout}s")
+            time.sleep(interval)
