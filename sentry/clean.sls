@@ -2,4 +2,9 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 
 include:
+  - {{ tplroot }}.nginx.clean
+  - {{ tplroot }}.supervisor.clean
+  - {{ tplroot }}.theme.clean
+  - {{ tplroot }}.server.clean
+  - {{ tplroot }}.user.clean
   - {{ tplroot }}.package.clean

@@ -1,5 +1,13 @@
 {#- Deploy sentry: each concern is a sub-state, applied in this order. #}
 {%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry with context %}
 
 include:
   - {{ tplroot }}.package
+  - {{ tplroot }}.user
+  - {{ tplroot }}.server
+{%- if sentry.theme.enabled %}
+  - {{ tplroot }}.theme
+{%- endif %}
+  - {{ tplroot }}.supervisor
+  - {{ tplroot }}.nginx

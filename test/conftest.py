@@ -52,6 +52,11 @@ def old_sentry_deb() -> Path:
     return build_deb(older[0])
 
 
+def new_host(name: str, **kwargs) -> TestHost:
+    """A test host that also sees this repository (the tooling venv, the debs) wherever it lies."""
+    return TestHost(name, shared=(str(REPO),), **kwargs)
+
+
 def install_deb(host: TestHost, deb: Path) -> None:
     shutil.copy(deb, host.path("/tmp") / deb.name)
     host.run(["dpkg", "-i", f"/tmp/{deb.name}"])
@@ -61,14 +66,14 @@ def install_deb(host: TestHost, deb: Path) -> None:
 def bare_host(request):
     """A fresh test host with nothing installed; gone after the test."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:20].strip("-")
-    with TestHost(name) as host:
+    with new_host(name) as host:
         yield host
 
 
 @pytest.fixture(scope="module")
 def sentry_host(sentry_deb):
     """A test host with the sentry deb installed, shared by one test module."""
-    with TestHost("pkg") as host:
+    with new_host("pkg") as host:
         install_deb(host, sentry_deb)
         yield host
 

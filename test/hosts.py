@@ -46,9 +46,35 @@ mount --rbind /dev {scratch}/root/dev
 mount -t sysfs sysfs {scratch}/root/sys
 mount -t tmpfs -o mode=0755 tmpfs {scratch}/root/run
 mount -t tmpfs -o mode=1777 tmpfs {scratch}/root/tmp
+for shared in {shared}; do
+    # Seen at the same path, writable, changes kept inside the host.
+    layer={scratch}/shared-$(echo "$shared" | md5sum | cut -c1-8)
+    mkdir -p $layer/upper $layer/work {scratch}/root$shared
+    mount -t overlay overlay -o lowerdir=$shared,upperdir=$layer/upper,workdir=$layer/work {scratch}/root$shared
+done
 hostname {name}
 exec chroot {scratch}/root /usr/bin/python3 -c {init} {marker} {name}
 """
+
+
+# Test hosts with an address share this bridge in the machine's own namespace,
+# which has BRIDGE_ADDRESS (a salt-master there listens on it). The range is
+# used only by the test's own namespaces.
+BRIDGE = "sentrytest0"
+BRIDGE_ADDRESS = "10.231.7.1"
+BRIDGE_PREFIX = 24
+
+
+def host_address(number: int) -> str:
+    return f"10.231.7.{10 + number}"
+
+
+def ensure_bridge() -> None:
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode == 0:
+        return
+    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{BRIDGE_PREFIX}", "dev", BRIDGE], check=True)
+    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
 
 
 class TestHostError(RuntimeError):
@@ -58,10 +84,19 @@ class TestHostError(RuntimeError):
 class TestHost:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, name: str, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str, start_timeout: float = 10.0, address: str | None = None, shared: tuple[str, ...] = ()
+    ) -> None:
+        """``address``: this host's IPv4 address on the test bridge (see ``BRIDGE``); none keeps it on loopback.
+
+        ``shared``: directories of this machine the host sees at the same path even
+        where its own mounts (a tmpfs /tmp) would hide them; its writes stay inside.
+        """
         self.name = name
+        self.shared = tuple(str(Path(path).resolve()) for path in shared)
         self.netns = f"sentry-test-{name}"
         self.start_timeout = start_timeout
+        self.address = address
         self._launcher: subprocess.Popen | None = None
         self.init_pid: int | None = None
 
@@ -71,8 +106,14 @@ class TestHost:
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
+        if self.address:
+            self._attach_to_bridge()
         script = SETUP_SCRIPT.format(
-            scratch=SCRATCH, name=shlex.quote(self.name), init=shlex.quote(INIT_PROGRAM), marker=INIT_MARKER
+            scratch=SCRATCH,
+            name=shlex.quote(self.name),
+            init=shlex.quote(INIT_PROGRAM),
+            marker=INIT_MARKER,
+            shared=" ".join(shlex.quote(path) for path in self.shared),
         )
         self._launcher = subprocess.Popen(
             [
@@ -100,6 +141,30 @@ class TestHost:
             self.destroy()
             raise TestHostError(f"test host {self.name}: init is not inside its own root; refusing to run there")
         return self
+
+    def _attach_to_bridge(self) -> None:
+        ensure_bridge()
+        outside = f"vs-{self.name}"[:15]
+        ip = ["ip", "netns", "exec", self.netns, "ip"]
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", self.netns],
+                       check=True)
+        subprocess.run(["ip", "link", "set", outside, "master", BRIDGE, "up"], check=True)
+        subprocess.run([*ip, "addr", "add", f"{self.address}/{BRIDGE_PREFIX}", "dev", "eth0"], check=True)
+        subprocess.run([*ip, "link", "set", "eth0", "up"], check=True)
+        subprocess.run([*ip, "route", "add", "default", "via", BRIDGE_ADDRESS], check=True)
+
+    def prepare_services(self) -> None:
+        """Let Salt's service states really start services here (sysv init scripts).
+
+        With systemctl present but systemd not running, Salt's service module
+        runs in 'offline mode' and starts nothing; without it, Salt falls back
+        to Debian's init scripts. Only ever done inside the host.
+        """
+        self.sh(
+            "rm -f /usr/sbin/runlevel && rm -f /usr/bin/systemctl"
+            " && printf '#!/bin/sh\\necho N 2\\n' > /usr/sbin/runlevel && chmod 0755 /usr/sbin/runlevel"
+        )
 
     def _wait_for_init(self) -> int:
         deadline = time.monotonic() + self.start_timeout

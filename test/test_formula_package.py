@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt
-from hosts import TestHost
+from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt, new_host
 
 DEB_VERSION = f"{DEFAULT_VERSION}-{REVISION}"
 
@@ -63,7 +62,7 @@ def test_changing_the_deb_downgrades_and_upgrades(salt_host, sentry_deb, old_sen
 @pytest.fixture(scope="module")
 def render_host():
     """One host for all render failures: none of them may change it."""
-    with TestHost("render") as host:
+    with new_host("render") as host:
         yield MasterlessSalt(host)
 
 

@@ -1,0 +1,52 @@
+{#- Debian's supervisor runs the server; it restarts only when what it reads changed. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
+{%- set supervisor, program = sentry.supervisor, sentry.server.program %}
+
+include:
+  - {{ tplroot }}.package
+  - {{ tplroot }}.server
+{%- if sentry.theme.enabled %}
+  - {{ tplroot }}.theme
+{%- endif %}
+
+sentry-supervisor-package:
+  pkg.installed:
+    - name: {{ supervisor.package }}
+
+sentry-supervisor-service:
+  service.running:
+    - name: {{ supervisor.service }}
+    - enable: true
+    - require:
+      - pkg: sentry-supervisor-package
+
+sentry-supervisor-program-file:
+  file.managed:
+    - name: {{ supervisor.confdir }}/{{ program }}.conf
+    - source: {{ sentry.derived.sources["supervisor-program.conf.jinja"] | json }}
+    - template: jinja
+    - context:
+        sentry: {{ template_context | json }}
+    - user: root
+    - group: root
+    - mode: "0644"
+    - require:
+      - pkg: sentry-supervisor-package
+
+sentry-supervisor-program-running:
+  sentry_program.running:
+    - name: {{ program }}
+    - ready_url: {{ sentry.derived.server_url }}/+api
+    - ready_timeout: {{ supervisor.ready_timeout }}
+    - require:
+      - service: sentry-supervisor-service
+      - file: sentry-supervisor-program-file
+      - cmd: sentry-server-initialised
+      - file: sentry-server-logdir
+    - watch:
+      - pkg: sentry-package-installed
+      - sentry-server-secretfile
+{%- if sentry.theme.enabled %}
+      - file: sentry-theme-files
+{%- endif %}
