@@ -1,0 +1,255 @@
+"""`state.apply sentry` on one host: a working sentry behind nginx, under supervisor.
+
+One test host carries a deployment through the module: apply, re-apply, use it
+through nginx, kill it, change its port, add a replica beside it, clean it and
+deploy again. A second, fresh host checks test=True.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+from conftest import MasterlessSalt, new_host, pip_install, sentry_client
+from wheels import make_wheel
+
+pytestmark = pytest.mark.slow
+
+ROOT_PASSWORD = "Formula-Root-pw-31"
+ALICE_PASSWORD = "Formula-Alice-pw-27"
+TITLE = "ACME package index"
+
+
+def master_pillar(deb) -> dict:
+    return {
+        "sentry": {
+            "package": {"source": "deb", "deb": str(deb)},
+            "server": {"root_password": ROOT_PASSWORD, "offline_mode": True, "role": "primary"},
+            "theme": {"title": TITLE},
+        }
+    }
+
+
+REPLICA_OVERRIDE = {
+    "sentry": {
+        "server": {
+            "program": "sentry-replica",
+            "serverdir": "/var/lib/sentry/replica",
+            "port": 3142,
+            "master_url": "http://127.0.0.1:3141",
+            "role": "standalone",
+            "offline_mode": False,
+        },
+        "nginx": {"site": "sentry-replica", "port": 8080},
+    }
+}
+
+
+class Deployment:
+    def __init__(self, host, salt: MasterlessSalt) -> None:
+        self.host, self.salt = host, salt
+
+    def curl(self, url: str, *options: str) -> str:
+        return self.host.run(["curl", "-fsS", *options, url]).stdout
+
+    def api(self, port: int = 80) -> dict:
+        return json.loads(self.curl(f"http://127.0.0.1:{port}/+api", "-H", "Accept: application/json"))
+
+    def server_pid(self, program: str = "sentry-server") -> int:
+        return int(self.host.run(["supervisorctl", "pid", program]).stdout.strip())
+
+    def nginx_master_pid(self) -> int:
+        return int(self.host.path("/run/nginx.pid").read_text().strip())
+
+
+@pytest.fixture(scope="module")
+def deployment(sentry_deb):
+    with new_host("formula") as host:
+        host.prepare_services()
+        salt = MasterlessSalt(host, master_pillar(sentry_deb))
+        deployed = Deployment(host, salt)
+        deployed.first = salt.apply("sentry")
+        yield deployed
+
+
+@pytest.fixture(scope="module")
+def probe_wheel(tmp_path_factory):
+    return make_wheel(tmp_path_factory.mktemp("formula-wheels"), "formula-probe", "2.0", payload="f" * 2048)
+
+
+@pytest.fixture(scope="module")
+def uploaded(deployment, probe_wheel):
+    """alice/dev (bases root/pypi) with the probe wheel, uploaded through nginx with the sentry client."""
+    host = deployment.host
+    shutil.copy(probe_wheel, host.path("/tmp") / probe_wheel.name)
+    sentry_client(host, "use", "http://127.0.0.1/")
+    sentry_client(host, "login", "root", password=ROOT_PASSWORD)
+    sentry_client(host, "user", "-c", "alice", "email=alice@example.org", password=ALICE_PASSWORD)
+    sentry_client(host, "login", "alice", password=ALICE_PASSWORD)
+    sentry_client(host, "index", "-c", "dev", "bases=root/pypi")
+    sentry_client(host, "use", "alice/dev")
+    sentry_client(host, "upload", f"/tmp/{probe_wheel.name}")
+    project = json.loads(deployment.curl("http://127.0.0.1/alice/dev/formula-probe", "-H", "Accept: application/json"))
+    (link,) = project["result"]["2.0"]["+links"]
+    return link["href"]
+
+
+def test_first_apply_succeeds(deployment):
+    first = deployment.first
+    assert first.succeeded, first.failed or first.errors
+    for state_id in (
+        "sentry-package-installed",
+        "sentry-user",
+        "sentry-server-initialised",
+        "sentry-supervisor-program-running",
+        "sentry-nginx-site-file",
+    ):
+        assert state_id in first.changed, state_id
+
+
+def test_root_password_stays_out_of_the_state_output(deployment):
+    assert ROOT_PASSWORD not in deployment.first.stdout + deployment.first.stderr
+
+
+def test_second_apply_changes_nothing(deployment):
+    again = deployment.salt.apply("sentry")
+    assert again.succeeded, again.failed
+    assert again.changed == {}
+
+
+def test_api_and_themed_ui_answer_through_nginx(deployment):
+    assert "login" in deployment.api()["result"]
+    page = deployment.curl("http://127.0.0.1/")
+    assert f'<h1 class="sentry-theme"><a href="http://127.0.0.1/">{TITLE}</a></h1>' in page
+    assert "style.css" in page
+
+
+def test_upload_then_pip_install_through_nginx(deployment, uploaded, probe_wheel):
+    assert uploaded.startswith("http://127.0.0.1/alice/dev/+f/")
+    headers = deployment.curl(uploaded, "-D", "-", "-o", "/tmp/fetched.whl")
+    assert deployment.host.path("/tmp/fetched.whl").read_bytes() == probe_wheel.read_bytes()
+    # 'expires max' is set only where nginx serves the file from the serverdir itself.
+    assert "Cache-Control: max-age=315360000" in headers
+    pip_install(deployment.host, "http://127.0.0.1/alice/dev/+simple/", "formula-probe==2.0", "/tmp/formula-site")
+    assert deployment.host.path("/tmp/formula-site/formula_probe/__init__.py").exists()
+
+
+def test_supervisor_brings_a_killed_server_back(deployment, uploaded, probe_wheel):
+    before = deployment.server_pid()
+    deployment.host.run(["kill", "-9", str(before)])
+    deployment.host.wait_for(
+        "supervisorctl status sentry-server | grep -q RUNNING && curl -fsS -o /dev/null http://127.0.0.1/+api",
+        timeout=60,
+    )
+    assert deployment.server_pid() != before
+    deployment.curl(uploaded, "-o", "/tmp/after-kill.whl")
+    assert deployment.host.path("/tmp/after-kill.whl").read_bytes() == probe_wheel.read_bytes()
+    listed = json.loads(deployment.curl("http://127.0.0.1/alice/dev", "-H", "Accept: application/json"))
+    assert listed["result"]["bases"] == ["root/pypi"]
+
+
+def test_port_change_touches_only_what_depends_on_it(deployment, uploaded, sentry_deb):
+    server_before, nginx_before = deployment.server_pid(), deployment.nginx_master_pid()
+    moved = master_pillar(sentry_deb)
+    moved["sentry"]["server"]["port"] = 3150
+    deployment.salt.set_pillar(moved)
+    try:
+        run = deployment.salt.apply("sentry")
+        assert run.succeeded, run.failed
+        assert set(run.changed) == {
+            "sentry-supervisor-program-file",
+            "sentry-supervisor-program-running",
+            "sentry-nginx-site-file",
+            "sentry-nginx-config-valid",
+            "sentry-nginx-service",
+        }
+        assert deployment.server_pid() != server_before
+        assert deployment.nginx_master_pid() == nginx_before  # reloaded, not restarted
+        assert "--port 3150" in deployment.host.run(["ps", "-eo", "args"]).stdout
+        assert "login" in deployment.api()["result"]
+    finally:
+        deployment.salt.set_pillar(master_pillar(sentry_deb))
+        restored = deployment.salt.apply("sentry")
+    assert restored.succeeded, restored.failed
+    assert deployment.salt.apply("sentry").changed == {}
+
+
+def test_replica_on_the_same_host_syncs_the_upload(deployment, uploaded, probe_wheel):
+    replica = deployment.salt.apply("sentry", f"pillar={json.dumps(REPLICA_OVERRIDE)}")
+    assert replica.succeeded, replica.failed or replica.errors
+    assert "sentry-replica" in deployment.host.run(["supervisorctl", "status"]).stdout
+    replica_link = uploaded.replace("http://127.0.0.1/", "http://127.0.0.1:8080/")
+    deployment.host.wait_for(f"curl -fsS -o /tmp/from-replica.whl {replica_link}", timeout=90)
+    assert deployment.host.path("/tmp/from-replica.whl").read_bytes() == probe_wheel.read_bytes()
+    status = json.loads(deployment.curl("http://127.0.0.1:3142/+status", "-H", "Accept: application/json"))
+    assert status["result"]["role"] == "REPLICA"
+    deadline = time.monotonic() + 60
+    while status["result"]["serial"] != status["result"].get("primary-serial", status["result"].get("master-serial")):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+        status = json.loads(deployment.curl("http://127.0.0.1:3142/+status", "-H", "Accept: application/json"))
+    assert deployment.salt.apply("sentry", f"pillar={json.dumps(REPLICA_OVERRIDE)}").changed == {}
+
+
+def test_clean_removes_everything_but_the_data_and_apply_works_again(deployment, uploaded, probe_wheel):
+    host = deployment.host
+    # One instance of several goes with its program and site; sentry.clean then takes the rest.
+    for sls in ("sentry.supervisor.clean", "sentry.nginx.clean"):
+        removed = deployment.salt.apply(sls, f"pillar={json.dumps(REPLICA_OVERRIDE)}")
+        assert removed.succeeded, removed.failed or removed.errors
+    cleaned = deployment.salt.apply("sentry.clean")
+    assert cleaned.succeeded, cleaned.failed or cleaned.errors
+    assert host.run(["dpkg-query", "-W", "sentry"], check=False).returncode != 0
+    assert host.run(["id", "sentry"], check=False).returncode != 0
+    for gone in (
+        "/etc/supervisor/conf.d/sentry-server.conf",
+        "/etc/supervisor/conf.d/sentry-replica.conf",
+        "/etc/nginx/sites-enabled/sentry.conf",
+        "/etc/nginx/sites-available/sentry-replica.conf",
+        "/etc/sentry/theme",
+    ):
+        assert not host.path(gone).exists(), gone
+    assert host.path("/var/lib/sentry/data/.nodeinfo").exists()
+    assert deployment.salt.apply("sentry.clean").changed == {}
+
+    again = deployment.salt.apply("sentry")
+    assert again.succeeded, again.failed or again.errors
+    deployment.curl(uploaded, "-o", "/tmp/after-clean.whl")
+    assert host.path("/tmp/after-clean.whl").read_bytes() == probe_wheel.read_bytes()
+    assert deployment.salt.apply("sentry").changed == {}
+
+
+def test_test_mode_on_a_fresh_host_changes_nothing(sentry_deb):
+    with new_host("dry-run") as host:
+        host.prepare_services()
+        salt = MasterlessSalt(host, master_pillar(sentry_deb))
+        snapshot = [
+            "find",
+            "/etc",
+            "/var/lib",
+            "/opt",
+            "/var/log",
+            "-path",
+            MasterlessSalt.CONF,
+            "-prune",
+            "-o",
+            "-newer",
+            f"{MasterlessSalt.CONF}/minion",
+            "-print",
+        ]
+        before = host.run(snapshot).stdout
+        planned = salt.apply("sentry", "test=True")
+        assert planned.returncode == 0, planned.failed or planned.errors
+        assert planned.failed == {}
+        would_change = {key.split("_|-")[1] for key, result in planned.states.items() if result["result"] is None}
+        assert {
+            "sentry-package-installed",
+            "sentry-user",
+            "sentry-server-initialised",
+            "sentry-supervisor-program-running",
+            "sentry-nginx-site-file",
+        } <= would_change
+        assert host.run(snapshot).stdout == before
+        assert host.run(["id", "sentry"], check=False).returncode != 0
