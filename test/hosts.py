@@ -147,8 +147,9 @@ class TestHost:
         outside = f"vs-{self.name}"[:15]
         ip = ["ip", "netns", "exec", self.netns, "ip"]
         subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", self.netns],
-                       check=True)
+        subprocess.run(
+            ["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", self.netns], check=True
+        )
         subprocess.run(["ip", "link", "set", outside, "master", BRIDGE, "up"], check=True)
         subprocess.run([*ip, "addr", "add", f"{self.address}/{BRIDGE_PREFIX}", "dev", "eth0"], check=True)
         subprocess.run([*ip, "link", "set", "eth0", "up"], check=True)
