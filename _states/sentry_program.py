@@ -49,7 +49,8 @@ def _pending_config(name: str) -> str | None:
 
 
 def _state(name: str) -> str:
-    status = __salt__["supervisord.status"](name)
+    # All programs: asking for an unknown one by name makes supervisorctl (and Salt's log) cry ERROR.
+    status = __salt__["supervisord.status"]()
     return status.get(name, {}).get("state", "ABSENT")
 
 
