@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast lint deb debs pins lock clean
+.PHONY: deploy test test-fast lint deb debs pins lock clean bench
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -29,3 +29,6 @@ lock:            ## re-resolve requirements-dev.lock from requirements-dev.txt
 
 clean:
 	rm -rf build
+
+bench:           ## benchmarks: ratios measured in one run, printed, never asserted
+	.venv/bin/python test/bench/bench_reapply.py

@@ -100,9 +100,12 @@ def running(name: str, ready_url: str | None = None, ready_timeout: float = 120)
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     try:
-        # In test mode supervisor may not even be installed yet: ask once, never wait.
-        _wait_for_supervisor(timeout=0 if __opts__["test"] else 30)
-        pending = _pending_config(name)
+        try:
+            pending = _pending_config(name)
+        except RuntimeError:
+            # Just started by its init script, or (test mode) not even installed yet.
+            _wait_for_supervisor(timeout=0 if __opts__["test"] else 30)
+            pending = _pending_config(name)
         state = _state(name)
     except (RuntimeError, CommandNotFoundError) as exc:
         if __opts__["test"]:

@@ -148,7 +148,7 @@ class MasterlessSalt:
 
     CONF = "/etc/salt-test"
 
-    def __init__(self, host: TestHost, pillar: dict | None = None) -> None:
+    def __init__(self, host: TestHost, pillar: dict | None = None, extra_file_roots: tuple[str, ...] = ()) -> None:
         self.host = host
         conf = host.path(self.CONF)
         (conf / "pillar").mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ class MasterlessSalt:
                     "id": host.name,
                     "file_client": "local",
                     "root_dir": f"{self.CONF}/root",
-                    "file_roots": {"base": [str(REPO)]},
+                    "file_roots": {"base": [str(REPO), *extra_file_roots]},
                     "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
                     "log_level_logfile": "debug",
                 }

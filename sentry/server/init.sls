@@ -42,30 +42,22 @@ sentry-server-secretfile:
       - file: sentry-user-home
 {%- else %}
 sentry-server-secretfile:
-  cmd.run:
-    - name: /opt/virtualenvs/sentry/bin/devpi-gen-secret --secretfile {{ server.secretfile }}
-    - runas: {{ user.name }}
-    - umask: "077"
-    - creates: {{ server.secretfile }}
+  sentry_server.secret_present:
+    - name: {{ server.secretfile }}
+    - user: {{ user.name }}
     - require:
       - pkg: sentry-package-installed
       - file: sentry-user-home
 {%- endif %}
 
-{#- Never re-initialise: the guard is devpi's own marker of an initialised serverdir. #}
+{#- Never re-initialise; the password is read from pillar by the state itself. #}
 sentry-server-initialised:
-  cmd.run:
-    - name: >-
-        /usr/sbin/sentry-server --init --serverdir {{ server.serverdir }}
-        {%- if server.master_url %} --master-url {{ server.master_url }}{% else %} --root-passwd-file -{% endif %}
-        {%- if server.no_root_pypi %} --no-root-pypi{% endif %}
-{%- if not server.master_url %}
-    - stdin: {{ (server.root_password ~ "\n") | json }}
-{%- endif %}
-    - runas: {{ user.name }}
-    - cwd: {{ user.home }}
-    - creates: {{ server.serverdir }}/.nodeinfo
-    - output_loglevel: quiet
+  sentry_server.initialised:
+    - name: {{ server.serverdir }}
+    - root_password_pillar: sentry:server:root_password
+    - master_url: {{ server.master_url or "null" }}
+    - no_root_pypi: {{ server.no_root_pypi }}
+    - user: {{ user.name }}
     - require:
       - pkg: sentry-package-installed
       - file: sentry-server-serverdir

@@ -42,7 +42,7 @@ sentry-supervisor-program-running:
     - require:
       - service: sentry-supervisor-service
       - file: sentry-supervisor-program-file
-      - cmd: sentry-server-initialised
+      - sentry_server: sentry-server-initialised
       - file: sentry-server-logdir
     - watch:
       - pkg: sentry-package-installed
