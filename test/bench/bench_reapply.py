@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import DEFAULT_VERSION, MasterlessSalt, build_deb, new_host  # noqa: E402
+from conftest import DEFAULT_VERSION, MasterlessSalt, build_deb, new_host
 
 EMPTY_STATES = "/srv/bench-states"
 
