@@ -77,6 +77,10 @@ def ensure_bridge() -> None:
     subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
 
 
+def remove_bridge() -> None:
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+
+
 class TestHostError(RuntimeError):
     pass
 
