@@ -15,7 +15,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hosts import TestHost
+from hosts import TestHost, remove_bridge
 
 REPO = Path(__file__).resolve().parent.parent
 PINS = REPO / "packaging" / "pins"
@@ -38,6 +38,13 @@ def build_deb(version: str) -> Path:
 
 def known_versions() -> list[str]:
     return sorted((p.stem for p in PINS.glob("*.txt")), key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leave_no_bridge():
+    """Multi-host tests share a bridge; the machine has it only during the session."""
+    yield
+    remove_bridge()
 
 
 @pytest.fixture(scope="session")
