@@ -1,7 +1,8 @@
 """Keep a supervisor program running, restarting it only when something it reads changed.
 
-Salt's own supervisord state left the core; this is the part the formula needs,
-on top of the core ``supervisord`` execution module.
+Salt's own supervisord state left the core; this is the part the formula needs.
+It speaks supervisor's XML-RPC API on its unix socket (no supervisorctl
+processes, no parsing of their output).
 
 .. code-block:: yaml
 
@@ -12,71 +13,103 @@ on top of the core ``supervisord`` execution module.
         - watch:
           - pkg: sentry-package-installed
 
-A changed program file (``supervisorctl reread`` lists it) is applied with
-``supervisorctl update NAME``, which restarts the program once; a watched state
-with changes restarts it, unless this run already did.
+A changed program file is applied like ``supervisorctl update NAME`` (which
+restarts the program once); a watched state with changes restarts it, unless
+this run already did.
 """
 
 from __future__ import annotations
 
+import http.client
+import os
+import socket
 import time
 import urllib.error
 import urllib.request
-
-from salt.exceptions import CommandNotFoundError
+import xmlrpc.client
 
 __virtualname__ = "sentry_program"
 
+DEFAULT_SOCKET = "/var/run/supervisor.sock"
 RESTARTED = "sentry_program.restarted"
+BAD_NAME = 10  # supervisor's fault code for an unknown program
+RUNNING_STATES = ("RUNNING", "STARTING", "BACKOFF")
 
 
 def __virtual__():
-    if "supervisord.status" not in __salt__:
-        return (False, "sentry_program: the supervisord execution module is not available")
     return __virtualname__
 
 
-def _pending_config(name: str) -> str | None:
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self._path, self._timeout = path, timeout
+
+    def make_connection(self, host):
+        return _UnixConnection(self._path, self._timeout)
+
+
+def _supervisor(path: str, timeout: float = 30):
+    return xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(path, timeout)).supervisor
+
+
+def _connect(path: str, wait: float):
+    """The supervisor API, waiting up to ``wait`` s: its socket appears a moment after the init script returns."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            api = _supervisor(path)
+            api.getPID()
+            return api
+        except (OSError, xmlrpc.client.Error) as exc:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"supervisord does not answer on {path}: {exc}") from None
+            time.sleep(0.3)
+
+
+def _pending_config(api, name: str) -> str | None:
     """'added' or 'changed' when supervisor has not loaded the program file as it is now."""
-    output = __salt__["supervisord.reread"]()
-    for line in output.splitlines():
-        program, _, what = line.partition(":")
-        if program.strip() == name and what.strip() in ("available", "changed"):
-            return "added" if what.strip() == "available" else "changed"
-    if output.startswith("ERROR"):
-        raise RuntimeError(f"supervisorctl reread failed: {output}")
+    [[added, changed, _removed]] = api.reloadConfig()
+    if name in added:
+        return "added"
+    if name in changed:
+        return "changed"
     return None
 
 
-def _state(name: str) -> str:
-    # All programs: asking for an unknown one by name makes supervisorctl (and Salt's log) cry ERROR.
-    status = __salt__["supervisord.status"]()
-    return status.get(name, {}).get("state", "ABSENT")
+def _state(api, name: str) -> str:
+    try:
+        return api.getProcessInfo(name)["statename"]
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode == BAD_NAME:
+            return "ABSENT"
+        raise
 
 
-def _wait_for_supervisor(timeout: float = 30) -> None:
-    """supervisord's socket appears a moment after its init script returns."""
-    deadline = time.monotonic() + timeout
-    while True:
-        output = __salt__["supervisord.custom"]("pid")
-        if output.strip().isdigit():
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"supervisord does not answer on its socket: {output}")
-        time.sleep(0.5)
+def _apply_config(api, name: str, pending: str) -> None:
+    """What 'supervisorctl update NAME' does for one program: (re)load its group, which starts it."""
+    if pending == "changed":
+        if _state(api, name) in RUNNING_STATES:
+            api.stopProcessGroup(name)
+        api.removeProcessGroup(name)
+    api.addProcessGroup(name)
 
 
-def _wait_until_ready(name: str, url: str | None, timeout: float) -> str | None:
-    """None once the program is RUNNING (and ``url`` answers), else what went wrong."""
-    deadline = time.monotonic() + timeout
-    state = _state(name)
-    while time.monotonic() < deadline and state != "FATAL":
-        if state == "RUNNING" and (url is None or _answers(url)):
-            return None
-        time.sleep(0.5)
-        state = _state(name)
-    tail = __salt__["supervisord.custom"](f"tail {name}")
-    return f"{name} is {state}, not ready within {timeout}s; last output:\n{tail[-2000:]}"
+def _restart(api, name: str) -> None:
+    if _state(api, name) in RUNNING_STATES:
+        api.stopProcess(name)
+    api.startProcess(name)
 
 
 def _answers(url: str) -> bool:
@@ -87,7 +120,25 @@ def _answers(url: str) -> bool:
         return False
 
 
-def running(name: str, ready_url: str | None = None, ready_timeout: float = 120) -> dict:
+def _wait_until_ready(api, name: str, url: str | None, timeout: float) -> str | None:
+    """None once the program is RUNNING (and ``url`` answers), else what went wrong."""
+    deadline = time.monotonic() + timeout
+    state = _state(api, name)
+    while time.monotonic() < deadline and state != "FATAL":
+        if state == "RUNNING" and (url is None or _answers(url)):
+            return None
+        time.sleep(0.3)
+        state = _state(api, name)
+    try:
+        tail = api.tailProcessStdoutLog(name, 0, 2000)[0]
+    except xmlrpc.client.Fault:
+        tail = ""
+    return f"{name} is {state}, not ready within {timeout}s; last output:\n{tail}"
+
+
+def running(
+    name: str, ready_url: str | None = None, ready_timeout: float = 120, socket_path: str = DEFAULT_SOCKET
+) -> dict:
     """
     Ensure the supervisor program ``name`` is loaded as its file says and RUNNING.
 
@@ -97,17 +148,16 @@ def running(name: str, ready_url: str | None = None, ready_timeout: float = 120)
         An http URL that must answer (status below 500) before the state succeeds.
     ready_timeout
         Seconds to wait for RUNNING and ``ready_url``.
+    socket_path
+        supervisord's unix socket.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     try:
-        try:
-            pending = _pending_config(name)
-        except RuntimeError:
-            # Just started by its init script, or (test mode) not even installed yet.
-            _wait_for_supervisor(timeout=0 if __opts__["test"] else 30)
-            pending = _pending_config(name)
-        state = _state(name)
-    except (RuntimeError, CommandNotFoundError) as exc:
+        # In test mode supervisor may not even be installed yet: ask once, never wait.
+        api = _connect(socket_path, wait=0 if __opts__["test"] else 30)
+        pending = _pending_config(api, name)
+        state = _state(api, name)
+    except (RuntimeError, xmlrpc.client.Error) as exc:
         if __opts__["test"]:
             return {
                 **ret,
@@ -127,21 +177,24 @@ def running(name: str, ready_url: str | None = None, ready_timeout: float = 120)
     if __opts__["test"]:
         return {**ret, "result": None, "comment": f"{name} would be {'updated' if pending else 'started'}"}
 
-    if pending:
-        output = __salt__["supervisord.update"](name=name)
-        __context__[RESTARTED] = __context__.get(RESTARTED, set()) | {name}
-    elif state != "RUNNING":
-        output = __salt__["supervisord.start"](name)
-    if "ERROR" in output:
-        return {**ret, "result": False, "comment": f"supervisorctl failed for {name}: {output}"}
-    problem = _wait_until_ready(name, ready_url, ready_timeout)
+    try:
+        if pending:
+            _apply_config(api, name, pending)
+            __context__[RESTARTED] = __context__.get(RESTARTED, set()) | {name}
+        elif state != "RUNNING":
+            api.startProcess(name)
+        problem = _wait_until_ready(api, name, ready_url, ready_timeout)
+    except xmlrpc.client.Error as exc:
+        return {**ret, "result": False, "comment": f"supervisor refused to start {name}: {exc}"}
     if problem:
         return {**ret, "result": False, "comment": problem}
     ret["comment"] = f"{name} {'updated' if pending else 'started'} and ready"
     return ret
 
 
-def mod_watch(name: str, ready_url: str | None = None, ready_timeout: float = 120, **kwargs) -> dict:
+def mod_watch(
+    name: str, ready_url: str | None = None, ready_timeout: float = 120, socket_path: str = DEFAULT_SOCKET, **kwargs
+) -> dict:
     """Restart ``name`` because a watched state changed (once per run)."""
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     if name in __context__.get(RESTARTED, set()):
@@ -149,11 +202,13 @@ def mod_watch(name: str, ready_url: str | None = None, ready_timeout: float = 12
         return ret
     if __opts__["test"]:
         return {**ret, "result": None, "comment": f"{name} would be restarted"}
-    output = __salt__["supervisord.restart"](name)
-    if "ERROR" in output:
-        return {**ret, "result": False, "comment": f"supervisorctl restart {name} failed: {output}"}
+    try:
+        api = _connect(socket_path, wait=30)
+        _restart(api, name)
+        problem = _wait_until_ready(api, name, ready_url, ready_timeout)
+    except (RuntimeError, xmlrpc.client.Error) as exc:
+        return {**ret, "result": False, "comment": f"restarting {name} failed: {exc}"}
     __context__[RESTARTED] = __context__.get(RESTARTED, set()) | {name}
-    problem = _wait_until_ready(name, ready_url, ready_timeout)
     if problem:
         return {**ret, "result": False, "comment": problem}
     ret["changes"]["restarted"] = True
@@ -161,21 +216,34 @@ def mod_watch(name: str, ready_url: str | None = None, ready_timeout: float = 12
     return ret
 
 
-def dead(name: str) -> dict:
-    """Ensure the supervisor program ``name`` is not running (stopped, or unknown to supervisor)."""
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    if not __salt__["cmd.which_bin"](["supervisorctl"]):
-        ret["comment"] = "supervisor is not installed"
+def absent(name: str, conf_file: str, socket_path: str = DEFAULT_SOCKET) -> dict:
+    """
+    Ensure supervisor no longer runs or knows the program ``name`` and its file ``conf_file`` is gone.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": f"{name} is absent"}
+    try:
+        api = _connect(socket_path, wait=0) if os.path.exists(socket_path) else None
+        state = _state(api, name) if api else "ABSENT"
+    except (RuntimeError, xmlrpc.client.Error):
+        api, state = None, "ABSENT"
+    if state != "ABSENT":
+        ret["changes"]["state"] = {"old": state, "new": "ABSENT"}
+    if os.path.exists(conf_file):
+        ret["changes"]["file"] = {"old": conf_file, "new": None}
+    if not ret["changes"]:
         return ret
-    state = _state(name)
-    if state not in ("RUNNING", "STARTING", "BACKOFF"):
-        ret["comment"] = f"{name} is not running ({state})"
-        return ret
-    ret["changes"]["state"] = {"old": state, "new": "STOPPED"}
     if __opts__["test"]:
-        return {**ret, "result": None, "comment": f"{name} would be stopped"}
-    output = __salt__["supervisord.stop"](name)
-    if "ERROR" in output:
-        return {**ret, "result": False, "comment": f"supervisorctl stop {name} failed: {output}"}
-    ret["comment"] = f"{name} stopped"
+        return {**ret, "result": None, "comment": f"{name} would be stopped and removed"}
+    try:
+        if api and state != "ABSENT":
+            if state in RUNNING_STATES:
+                api.stopProcessGroup(name)
+            api.removeProcessGroup(name)
+        if os.path.exists(conf_file):
+            os.remove(conf_file)
+        if api:
+            api.reloadConfig()
+    except (OSError, xmlrpc.client.Error) as exc:
+        return {**ret, "changes": {}, "result": False, "comment": f"removing {name} failed: {exc}"}
+    ret["comment"] = f"{name} stopped and removed"
     return ret

@@ -39,6 +39,7 @@ sentry-supervisor-program-running:
     - name: {{ program }}
     - ready_url: {{ sentry.derived.server_url }}/+api
     - ready_timeout: {{ supervisor.ready_timeout }}
+    - socket_path: {{ supervisor.socket }}
     - require:
       - service: sentry-supervisor-service
       - file: sentry-supervisor-program-file
