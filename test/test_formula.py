@@ -176,6 +176,35 @@ def test_port_change_touches_only_what_depends_on_it(deployment, uploaded, sentr
     assert deployment.salt.apply("sentry").changed == {}
 
 
+def test_tls_serves_https_and_redirects_plain_http(deployment, uploaded, sentry_deb):
+    host = deployment.host
+    host.sh(
+        "mkdir -p /etc/sentry/tls && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
+        " -keyout /etc/sentry/tls/key.pem -out /etc/sentry/tls/cert.pem 2>/dev/null"
+    )
+    server_before = deployment.server_pid()
+    secured = master_pillar(sentry_deb)
+    secured["sentry"]["nginx"] = {
+        "tls": {"enabled": True, "cert": "/etc/sentry/tls/cert.pem", "key": "/etc/sentry/tls/key.pem"}
+    }
+    deployment.salt.set_pillar(secured)
+    try:
+        run = deployment.salt.apply("sentry")
+        assert run.succeeded, run.failed
+        assert set(run.changed) == {"sentry-nginx-site-file", "sentry-nginx-config-valid", "sentry-nginx-service"}
+        assert deployment.server_pid() == server_before
+        api = json.loads(deployment.curl("https://127.0.0.1/+api", "-k", "-H", "Accept: application/json"))
+        assert api["result"]["login"] == "https://127.0.0.1/+login"  # X-outside-url carries the scheme
+        plain = host.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://127.0.0.1/+api"]
+        ).stdout
+        assert plain == "301 https://127.0.0.1/+api"
+    finally:
+        deployment.salt.set_pillar(master_pillar(sentry_deb))
+        restored = deployment.salt.apply("sentry")
+    assert restored.succeeded, restored.failed
+
+
 def test_replica_on_the_same_host_syncs_the_upload(deployment, uploaded, probe_wheel):
     replica = deployment.salt.apply("sentry", f"pillar={json.dumps(REPLICA_OVERRIDE)}")
     assert replica.succeeded, replica.failed or replica.errors

@@ -78,6 +78,20 @@ def render_host():
         ({"package": {"source": "deb", "deb": "sentry.deb"}}, "must be an absolute path or an http(s) URL"),
         ({"package": {"source": "apt_repo"}}, "sentry:package:apt_repo:line is required"),
         ({"package": {"apt_repo": {"keyring": 5}}}, "sentry:package:apt_repo:keyring must be a string, got number"),
+        ({"server": {"port": "3141"}}, "sentry:server:port must be a number, got string"),
+        ({"server": {"port": 70000}}, "sentry:server:port must be a port number 1-65535, got 70000"),
+        ({"nginx": {"port": 0}}, "sentry:nginx:port must be a port number 1-65535, got 0"),
+        ({"server": {"root_password": ""}}, "sentry:server:root_password is required"),
+        (
+            {"server": {"root_password": "x", "master_url": "ftp://master"}},
+            "sentry:server:master_url must be an http(s) URL",
+        ),
+        ({"server": {"master_url": "http://m:3141", "offline_mode": True}}, "offline_mode cannot go with"),
+        ({"server": {"root_password": "x", "role": "replica"}}, "sentry:server:role must be standalone or primary"),
+        ({"server": {"root_password": "x", "serverdir": "data"}}, "sentry:server:serverdir must be an absolute path"),
+        ({"server": {"root_password": "x", "extra_args": "--debug"}}, "sentry:server:extra_args must be a list"),
+        ({"nginx": {"tls": {"enabled": True}}}, "sentry:nginx:tls:enabled needs sentry:nginx:tls:cert"),
+        ({"nginx": {"tls": {"enabled": "yes"}}}, "sentry:nginx:tls:enabled must be a boolean, got string"),
     ],
 )
 def test_bad_pillar_fails_at_render_naming_the_key(render_host, pillar, message):
