@@ -121,6 +121,12 @@ class TestHost:
         )
         self._launcher = subprocess.Popen(
             [
+                # Even a killed test run takes its hosts along: unshare gets SIGKILL when
+                # the run dies, and --kill-child takes the host's init and all in it.
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
+                "--",
                 "ip",
                 "netns",
                 "exec",
