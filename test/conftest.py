@@ -168,6 +168,8 @@ class MasterlessSalt:
                     "file_roots": {"base": [str(REPO), *extra_file_roots]},
                     "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
                     "log_level_logfile": "debug",
+                    # Tests add files to the state tree between applies: no stale file lists.
+                    "fileserver_list_cache_time": 0,
                 }
             )
         )

@@ -12,11 +12,12 @@ import shutil
 import time
 
 import pytest
-from conftest import MasterlessSalt, new_host, pip_install, sentry_client
+from conftest import REPO, MasterlessSalt, new_host, pip_install, sentry_client
 from wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
+TOFS_ROOT = "/srv/site-states"
 ROOT_PASSWORD = "Formula-Root-pw-31"
 ALICE_PASSWORD = "Formula-Alice-pw-27"
 TITLE = "ACME package index"
@@ -68,7 +69,8 @@ class Deployment:
 def deployment(sentry_deb):
     with new_host("formula") as host:
         host.prepare_services()
-        salt = MasterlessSalt(host, master_pillar(sentry_deb))
+        host.path(TOFS_ROOT).mkdir(parents=True)
+        salt = MasterlessSalt(host, master_pillar(sentry_deb), extra_file_roots=(TOFS_ROOT,))
         deployed = Deployment(host, salt)
         deployed.first = salt.apply("sentry")
         yield deployed
@@ -203,6 +205,31 @@ def test_tls_serves_https_and_redirects_plain_http(deployment, uploaded, sentry_
         deployment.salt.set_pillar(master_pillar(sentry_deb))
         restored = deployment.salt.apply("sentry")
     assert restored.succeeded, restored.failed
+
+
+def test_tofs_source_dir_overrides_a_template(deployment, sentry_deb):
+    """A site's own nginx template (found first under tofs:source_dir) replaces the formula's."""
+    stock = (REPO / "sentry" / "files" / "default" / "nginx-site.conf.jinja").read_text()
+    site_template = deployment.host.path(f"{TOFS_ROOT}/site-templates/nginx-site.conf.jinja")
+    site_template.parent.mkdir(parents=True, exist_ok=True)
+    site_template.write_text(
+        stock.replace(
+            "    client_max_body_size", "    add_header X-Site-Template ours always;\n    client_max_body_size"
+        )
+    )
+    overridden = master_pillar(sentry_deb)
+    overridden["sentry"]["tofs"] = {"source_dir": "salt://site-templates"}
+    deployment.salt.set_pillar(overridden)
+    try:
+        run = deployment.salt.apply("sentry")
+        assert run.succeeded, run.failed
+        assert set(run.changed) == {"sentry-nginx-site-file", "sentry-nginx-config-valid", "sentry-nginx-service"}
+        assert "x-site-template: ours" in deployment.curl("http://127.0.0.1/+api", "-D", "-", "-o", "/dev/null").lower()
+    finally:
+        deployment.salt.set_pillar(master_pillar(sentry_deb))
+        restored = deployment.salt.apply("sentry")
+    assert restored.succeeded, restored.failed
+    assert "x-site-template" not in deployment.curl("http://127.0.0.1/+api", "-D", "-", "-o", "/dev/null").lower()
 
 
 def test_replica_on_the_same_host_syncs_the_upload(deployment, uploaded, probe_wheel):
