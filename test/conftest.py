@@ -168,14 +168,16 @@ class MasterlessSalt:
                     "file_roots": {"base": [str(REPO), *extra_file_roots]},
                     "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
                     "log_level_logfile": "debug",
-                    # Tests add files to the state tree between applies: no stale file lists.
-                    "fileserver_list_cache_time": 0,
                 }
             )
         )
         (conf / "pillar" / "top.sls").write_text("base:\n  '*':\n    - test\n")
         self.set_pillar(pillar or {})
         self.call("saltutil.sync_all")
+
+    def forget_file_lists(self) -> None:
+        """Salt caches the state tree's file list for a while: after adding files, drop it."""
+        shutil.rmtree(self.host.path(f"{self.CONF}/root/var/cache/salt/minion/file_lists"), ignore_errors=True)
 
     def set_pillar(self, pillar: dict) -> None:
         self.host.path(f"{self.CONF}/pillar/test.sls").write_text(yaml.safe_dump(pillar))

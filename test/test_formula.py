@@ -220,6 +220,7 @@ def test_tofs_source_dir_overrides_a_template(deployment, sentry_deb):
     overridden = master_pillar(sentry_deb)
     overridden["sentry"]["tofs"] = {"source_dir": "salt://site-templates"}
     deployment.salt.set_pillar(overridden)
+    deployment.salt.forget_file_lists()
     try:
         run = deployment.salt.apply("sentry")
         assert run.succeeded, run.failed
