@@ -9,9 +9,14 @@ line, and are never returned.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
+import urllib.error
+import urllib.request
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,7 @@ VENV_BIN = "/opt/virtualenvs/sentry/bin"
 DEFAULT_SERVERDIR = "/var/lib/sentry/data"
 DEFAULT_USER = "sentry"
 NODEINFO = ".nodeinfo"
+HTTP_TIMEOUT = 30
 
 
 def __virtual__():
@@ -113,3 +119,145 @@ def gen_secret(path: str, user: str = DEFAULT_USER) -> dict:
         return {"path": path, "created": False}
     _run_as(user, [os.path.join(VENV_BIN, "devpi-gen-secret"), "--secretfile", path], umask="077")
     return {"path": path, "created": True}
+
+
+# --- the server's HTTP API ---------------------------------------------------
+
+
+def _server_url(url: str | None) -> str:
+    """``url``, or the local server the formula's pillar describes."""
+    if url:
+        return url.rstrip("/")
+    server = salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server", {}) or {}
+    return f"http://{server.get('host', '127.0.0.1')}:{server.get('port', 3141)}"
+
+
+def _request(method: str, url: str, body: dict | None = None, auth: str | None = None) -> tuple[int, dict]:
+    """One JSON request; returns (status, decoded body). Never logs the body (it may carry passwords)."""
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if auth:
+        headers["X-Devpi-Auth"] = auth
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) URL
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {"message": exc.reason}
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandExecutionError(f"sentry at {url} does not answer: {exc}; is the server running?") from None
+
+
+def _login(base: str, user: str, password: str) -> str:
+    """Log in; returns the X-Devpi-Auth header value (the token never leaves this module)."""
+    status, body = _request("POST", f"{base}/+login", {"user": user, "password": password})
+    if status != 200:
+        raise CommandExecutionError(f"login as {user} at {base} failed ({status}): {body.get('message', body)}")
+    token = body["result"]["password"]
+    return base64.b64encode(f"{user}:{token}".encode()).decode()
+
+
+def status(url: str | None = None) -> dict:
+    """
+    The server's state: role (master/replica), serial, uuid, and on a replica
+    its master's serial and how far behind it is.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.status
+        salt '*' sentry_admin.status url=http://127.0.0.1:3142
+    """
+    base = _server_url(url)
+    code, body = _request("GET", f"{base}/+status")
+    if code != 200:
+        raise CommandExecutionError(f"GET {base}/+status answered {code}: {body.get('message', body)}")
+    result = body["result"]
+    role = result.get("role", "").lower()
+    info = {
+        "up": True,
+        "url": base,
+        "role": "replica" if role == "replica" else "master",
+        "serial": result.get("serial"),
+        "uuid": result.get("uuid"),
+        "serverdir": result.get("serverdir"),
+    }
+    if info["role"] == "replica":
+        primary_serial = result.get("primary-serial", result.get("master-serial"))
+        info.update(
+            {
+                "master_url": result.get("primary-url", result.get("master-url")),
+                "master_serial": primary_serial,
+                "lag": None if primary_serial is None else primary_serial - result.get("serial", 0),
+                "in_sync_at": result.get("replica-in-sync-at"),
+                "replication_errors": result.get("replication-errors", {}),
+            }
+        )
+    return info
+
+
+def version(url: str | None = None) -> dict:
+    """
+    Versions: the installed sentry package, and the devpi-server answering at ``url``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.version
+    """
+    base = _server_url(url)
+    request = urllib.request.Request(f"{base}/+api", headers={"Accept": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            server = response.headers.get("X-Devpi-Server-Version")
+    except (urllib.error.URLError, OSError):
+        server = None
+    return {"package": __salt__["pkg.version"]("sentry") or None, "server": server}
+
+
+def _root(base: str) -> dict:
+    code, body = _request("GET", f"{base}/")
+    if code != 200:
+        raise CommandExecutionError(f"GET {base}/ answered {code}: {body.get('message', body)}")
+    return body["result"]
+
+
+def list_users(url: str | None = None) -> list[str]:
+    """
+    The server's user names.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.list_users
+    """
+    return sorted(_root(_server_url(url)))
+
+
+def list_indexes(url: str | None = None, user: str | None = None) -> dict:
+    """
+    The server's indexes as ``{"user/index": {type, bases, volatile, acl_upload}}``,
+    optionally of one ``user``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.list_indexes
+        salt '*' sentry_admin.list_indexes user=alice
+    """
+    indexes = {}
+    for name, info in _root(_server_url(url)).items():
+        if user and name != user:
+            continue
+        for index, config in (info.get("indexes") or {}).items():
+            indexes[f"{name}/{index}"] = {
+                key: config.get(key) for key in ("type", "bases", "volatile", "acl_upload") if key in config
+            }
+    return indexes
