@@ -261,3 +261,199 @@ def list_indexes(url: str | None = None, user: str | None = None) -> dict:
                 key: config.get(key) for key in ("type", "bases", "volatile", "acl_upload") if key in config
             }
     return indexes
+
+
+# --- users and indexes (as root) ---------------------------------------------
+
+INDEX_KEYS = ("bases", "volatile", "acl_upload", "mirror_whitelist")
+
+
+def _as_root(url: str | None, root_password: str | None) -> tuple[str, str]:
+    """(base URL, root's auth header); the password comes from pillar unless given."""
+    base = _server_url(url)
+    password = root_password or salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server:root_password", "")
+    if not password:
+        raise CommandExecutionError("no root password: set pillar sentry:server:root_password or pass root_password")
+    return base, _login(base, "root", password)
+
+
+def _check(code: int, body: dict, what: str, ok: tuple[int, ...] = (200, 201)) -> dict:
+    if code not in ok:
+        raise CommandExecutionError(f"{what} failed ({code}): {body.get('message', body)}")
+    return body.get("result", {})
+
+
+def user_get(name: str, url: str | None = None) -> dict | None:
+    """
+    A user's record (username, email, indexes) or None if there is no such user.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.user_get alice
+    """
+    code, body = _request("GET", f"{_server_url(url)}/{name}")
+    if code == 404:
+        return None
+    return _check(code, body, f"reading user {name}", ok=(200,))
+
+
+def user_password_matches(name: str, password: str, url: str | None = None) -> bool:
+    """
+    Whether ``password`` logs ``name`` in (how a password is compared without reading it back).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.user_password_matches alice '...'
+    """
+    code, _body = _request("POST", f"{_server_url(url)}/+login", {"user": name, "password": password})
+    return code == 200
+
+
+def user_set(
+    name: str,
+    password: str | None = None,
+    email: str | None = None,
+    url: str | None = None,
+    root_password: str | None = None,
+) -> dict:
+    """
+    Create the user ``name`` or change its password/email, as root.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.user_set alice password='...' email=alice@example.org
+    """
+    base, auth = _as_root(url, root_password)
+    fields = {key: value for key, value in (("password", password), ("email", email)) if value is not None}
+    if user_get(name, url=base) is None:
+        if "password" not in fields:
+            raise CommandExecutionError(f"a new user {name} needs a password")
+        _check(*_request("PUT", f"{base}/{name}", fields, auth), f"creating user {name}")
+        return {"user": name, "created": True, "changed": sorted(fields)}
+    if fields:
+        _check(*_request("PATCH", f"{base}/{name}", fields, auth), f"changing user {name}")
+    return {"user": name, "created": False, "changed": sorted(fields)}
+
+
+def user_delete(name: str, url: str | None = None, root_password: str | None = None) -> bool:
+    """
+    Delete the user ``name`` with its indexes and their files. True if it existed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.user_delete alice
+    """
+    base, auth = _as_root(url, root_password)
+    if user_get(name, url=base) is None:
+        return False
+    _check(*_request("DELETE", f"{base}/{name}", auth=auth), f"deleting user {name}")
+    return True
+
+
+def _split_index(name: str) -> tuple[str, str]:
+    user, _, index = name.partition("/")
+    if not user or not index or "/" in index:
+        raise CommandExecutionError(f"an index is named USER/INDEX, got {name!r}")
+    return user, index
+
+
+def index_get(name: str, url: str | None = None) -> dict | None:
+    """
+    The configuration of index ``user/index``, or None if it does not exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.index_get alice/dev
+    """
+    user, index = _split_index(name)
+    code, body = _request("GET", f"{_server_url(url)}/{user}/{index}?no_projects=")
+    if code == 404:
+        return None
+    result = _check(code, body, f"reading index {name}", ok=(200,))
+    return {key: result[key] for key in ("type", *INDEX_KEYS) if key in result}
+
+
+def index_set(name: str, url: str | None = None, root_password: str | None = None, **config) -> dict:
+    """
+    Create index ``user/index`` or change its settings (bases, volatile,
+    acl_upload, mirror_whitelist), as root. Bases must exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.index_set alice/dev bases='[root/pypi]' volatile=False
+    """
+    user, index = _split_index(name)
+    wanted = {key: value for key, value in config.items() if key in INDEX_KEYS and value is not None}
+    base, auth = _as_root(url, root_password)
+    for base_index in wanted.get("bases", []):
+        if index_get(base_index, url=base) is None:
+            raise CommandExecutionError(f"base index {base_index} of {name} does not exist")
+    current = index_get(name, url=base)
+    if current is None:
+        _check(*_request("PUT", f"{base}/{user}/{index}", {"type": "stage", **wanted}, auth), f"creating index {name}")
+        return {"index": name, "created": True, "changed": sorted(wanted)}
+    changed = {key: value for key, value in wanted.items() if current.get(key) != value}
+    if changed:
+        _check(*_request("PATCH", f"{base}/{user}/{index}", {**current, **changed}, auth), f"changing index {name}")
+    return {"index": name, "created": False, "changed": sorted(changed)}
+
+
+def index_delete(name: str, url: str | None = None, root_password: str | None = None) -> bool:
+    """
+    Delete index ``user/index`` with its files. True if it existed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.index_delete alice/dev
+    """
+    user, index = _split_index(name)
+    base, auth = _as_root(url, root_password)
+    if index_get(name, url=base) is None:
+        return False
+    _check(*_request("DELETE", f"{base}/{user}/{index}", auth=auth), f"deleting index {name}")
+    return True
+
+
+def bootstrap_index(
+    user: str,
+    index: str,
+    bases: str | list[str] = "root/pypi",
+    password: str | None = None,
+    email: str | None = None,
+    acl_upload: list[str] | None = None,
+    volatile: bool | None = None,
+    url: str | None = None,
+    root_password: str | None = None,
+) -> dict:
+    """
+    Make ``user`` (with ``password``) and its index ``index`` with ``bases``,
+    idempotently: what exists and is right stays untouched.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.bootstrap_index alice dev bases=root/pypi password='...'
+    """
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    made_user = user_get(user, url=url) is None
+    if made_user:
+        user_set(user, password=password, email=email, url=url, root_password=root_password)
+    result = index_set(
+        f"{user}/{index}", url=url, root_password=root_password, bases=bases, acl_upload=acl_upload, volatile=volatile
+    )
+    return {"user": user, "user_created": made_user, **result}

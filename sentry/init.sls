@@ -11,3 +11,4 @@ include:
 {%- endif %}
   - {{ tplroot }}.supervisor
   - {{ tplroot }}.nginx
+  - {{ tplroot }}.bootstrap

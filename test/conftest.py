@@ -181,6 +181,8 @@ class MasterlessSalt:
 
     def set_pillar(self, pillar: dict) -> None:
         self.host.path(f"{self.CONF}/pillar/test.sls").write_text(yaml.safe_dump(pillar))
+        # A readable copy for tests that change one part of the pillar.
+        self.host.path(f"{self.CONF}/pillar/test.json").write_text(json.dumps(pillar))
 
     def call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.host.run(

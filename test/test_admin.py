@@ -65,3 +65,104 @@ def test_module_explains_why_it_is_unavailable(bare_host):
     failed = salt.call("sentry_admin.status", check=False)
     assert failed.returncode != 0
     assert "the sentry package is not installed" in failed.stdout + failed.stderr
+
+
+ALICE_PASSWORD = "Alice-Boot-pw-77"
+BOB_PASSWORD = "Bob-Boot-pw-78"
+
+
+def bootstrap_pillar(alice_password: str = ALICE_PASSWORD, prod_volatile: bool = False) -> dict:
+    return {
+        "users": {
+            "alice": {"password": alice_password, "email": "alice@example.org"},
+            "bob": {"password": BOB_PASSWORD},
+        },
+        "indexes": {
+            "alice/prod": {"bases": ["alice/dev"], "volatile": prod_volatile, "acl_upload": ["alice", "bob"]},
+            "alice/dev": {"bases": ["root/pypi"]},
+            "bob/tmp": {"volatile": True},
+        },
+    }
+
+
+def apply_bootstrap(deployed, bootstrap: dict, *args: str):
+    pillar = json.loads(deployed.host.path(f"{MasterlessSalt.CONF}/pillar/test.json").read_text())
+    pillar["sentry"]["bootstrap"] = bootstrap
+    deployed.set_pillar(pillar)
+    return deployed.apply("sentry.bootstrap", *args)
+
+
+def test_bootstrap_makes_users_and_indexes_then_changes_nothing(deployed):
+    planned = apply_bootstrap(deployed, bootstrap_pillar(), "test=True")
+    assert planned.returncode == 0 and planned.failed == {}
+    assert {"sentry-bootstrap-user-alice", "sentry-bootstrap-index-alice/prod"} <= {
+        key.split("_|-")[1] for key, result in planned.states.items() if result["result"] is None
+    }
+    assert call(deployed, "sentry_admin.list_users") == ["root"]
+
+    made = apply_bootstrap(deployed, bootstrap_pillar())
+    assert made.succeeded, made.failed
+    assert set(made.changed) == {
+        "sentry-bootstrap-user-alice",
+        "sentry-bootstrap-user-bob",
+        "sentry-bootstrap-index-alice/dev",
+        "sentry-bootstrap-index-alice/prod",
+        "sentry-bootstrap-index-bob/tmp",
+    }
+    indexes = call(deployed, "sentry_admin.list_indexes")
+    assert indexes["alice/prod"]["bases"] == ["alice/dev"]
+    assert indexes["alice/prod"]["acl_upload"] == ["alice", "bob"]
+    assert indexes["alice/prod"]["volatile"] is False
+    assert indexes["bob/tmp"]["volatile"] is True
+    assert apply_bootstrap(deployed, bootstrap_pillar()).changed == {}
+
+
+def test_bootstrap_changes_only_what_differs(deployed):
+    assert apply_bootstrap(deployed, bootstrap_pillar()).succeeded
+    changed = apply_bootstrap(deployed, bootstrap_pillar(alice_password="Alice-New-pw-79", prod_volatile=True))
+    assert changed.succeeded, changed.failed
+    assert changed.changed == {
+        "sentry-bootstrap-user-alice": {"password": {"old": "<hidden>", "new": "<hidden>"}},
+        "sentry-bootstrap-index-alice/prod": {"volatile": {"old": False, "new": True}},
+    }
+    assert call(deployed, "sentry_admin.user_password_matches", "alice", "Alice-New-pw-79") is True
+
+
+def test_bootstrap_index_function_is_idempotent(deployed):
+    first = call(deployed, "sentry_admin.bootstrap_index", "carol", "dev", f"password={BOB_PASSWORD}")
+    assert first["user_created"] is True and first["created"] is True
+    second = call(deployed, "sentry_admin.bootstrap_index", "carol", "dev")
+    assert second["user_created"] is False and second["created"] is False and second["changed"] == []
+
+
+def test_passwords_stay_out_of_output_log_and_process_list(deployed):
+    run = apply_bootstrap(deployed, bootstrap_pillar(alice_password="Alice-Log-pw-80"))
+    assert run.succeeded, run.failed
+    log = deployed.host.path(f"{MasterlessSalt.CONF}/root/var/log/salt/minion").read_text()
+    processes = deployed.host.run(["ps", "-eo", "args"]).stdout
+    for secret in ("Alice-Log-pw-80", BOB_PASSWORD, "Admin-Root-pw-5"):
+        assert secret not in run.stdout + run.stderr
+        assert secret not in log
+        assert secret not in processes
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "message"),
+    [
+        ({"users": {"bad name": {"password": "x"}}}, "a user name has no spaces or slashes"),
+        ({"indexes": {"alice/dev/x": {}}}, "an index is named user/index"),
+        ({"indexes": {"alice/dev": {"base": ["root/pypi"]}}}, "unknown key sentry:bootstrap:indexes:alice/dev:base"),
+        ({"users": {"dave": {"passwd": "x"}}}, "unknown key sentry:bootstrap:users:dave:passwd"),
+    ],
+)
+def test_bad_bootstrap_pillar_fails_at_render(deployed, bootstrap, message):
+    run = apply_bootstrap(deployed, bootstrap)
+    assert run.returncode != 0
+    assert message in run.errors
+
+
+def test_index_on_a_missing_base_fails_clearly(deployed):
+    run = apply_bootstrap(deployed, {"indexes": {"root/broken": {"bases": ["nobody/nothing"]}}})
+    assert not run.succeeded
+    assert "base index nobody/nothing of root/broken does not exist" in str(run.failed)
+    assert call(deployed, "sentry_admin.index_get", "root/broken") is None

@@ -1,0 +1,94 @@
+"""Indexes of a sentry server, declared.
+
+.. code-block:: yaml
+
+    sentry-index-alice/dev:
+      sentry_index.present:
+        - name: alice/dev
+        - bases: [root/pypi]
+        - volatile: false
+        - acl_upload: [alice]
+"""
+
+from __future__ import annotations
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "sentry_index"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _failed(ret: dict, exc: Exception) -> dict:
+    """In test mode on a host still being deployed (no package, no server yet) the change is only planned."""
+    if __opts__["test"]:
+        return {**ret, "result": None, "comment": f"{ret['name']} would be set up once sentry runs ({exc})"}
+    if isinstance(exc, KeyError):
+        exc = f"the sentry_admin module is not available (is the sentry package installed?): {exc}"
+    return {**ret, "changes": {}, "result": False, "comment": str(exc)}
+
+
+def present(
+    name: str,
+    bases: list[str] | None = None,
+    volatile: bool | None = None,
+    acl_upload: list[str] | None = None,
+    mirror_whitelist: list[str] | None = None,
+    url: str | None = None,
+) -> dict:
+    """
+    Ensure the index ``name`` (``user/index``) exists with these settings; unset ones are left alone.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": f"index {name} is as declared"}
+    wanted = {
+        key: value
+        for key, value in (
+            ("bases", bases),
+            ("volatile", volatile),
+            ("acl_upload", acl_upload),
+            ("mirror_whitelist", mirror_whitelist),
+        )
+        if value is not None
+    }
+    try:
+        current = __salt__["sentry_admin.index_get"](name, url=url)
+        if current is None:
+            ret["changes"] = {
+                "index": {"old": None, "new": name},
+                **{k: {"old": None, "new": v} for k, v in wanted.items()},
+            }
+        else:
+            ret["changes"] = {k: {"old": current.get(k), "new": v} for k, v in wanted.items() if current.get(k) != v}
+        if not ret["changes"]:
+            return ret
+        if __opts__["test"]:
+            return {
+                **ret,
+                "result": None,
+                "comment": f"index {name} would be {'created' if current is None else 'changed'}",
+            }
+        __salt__["sentry_admin.index_set"](name, url=url, **wanted)
+    except (CommandExecutionError, KeyError) as exc:
+        return _failed(ret, exc)
+    ret["comment"] = f"index {name} {'created' if current is None else 'changed'}"
+    return ret
+
+
+def absent(name: str, url: str | None = None) -> dict:
+    """
+    Ensure the index ``name`` (``user/index``) does not exist (its files go with it).
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": f"index {name} does not exist"}
+    try:
+        if __salt__["sentry_admin.index_get"](name, url=url) is None:
+            return ret
+        ret["changes"] = {"index": {"old": name, "new": None}}
+        if __opts__["test"]:
+            return {**ret, "result": None, "comment": f"index {name} would be deleted"}
+        __salt__["sentry_admin.index_delete"](name, url=url)
+    except (CommandExecutionError, KeyError) as exc:
+        return _failed(ret, exc)
+    ret["comment"] = f"index {name} deleted"
+    return ret

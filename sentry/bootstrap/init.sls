@@ -1,0 +1,40 @@
+{#- Users and indexes from pillar (sentry:bootstrap), on a master; replicas copy them.
+    There is no clean twin: removing users would remove their packages. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry with context %}
+{%- set bootstrap, url = sentry.bootstrap, sentry.derived.server_url %}
+
+include:
+  - {{ tplroot }}.supervisor
+
+{%- if not sentry.server.master_url %}
+{%- for name, user in bootstrap.users | dictsort %}
+
+sentry-bootstrap-user-{{ name }}:
+  sentry_user.present:
+    - name: {{ name }}
+    - email: {{ user.get("email") | json }}
+    - password_pillar: sentry:bootstrap:users:{{ name }}:password
+    - url: {{ url }}
+    - require:
+      - sentry_program: sentry-supervisor-program-running
+{%- endfor %}
+{%- for name, index in bootstrap.indexes | dictsort %}
+
+sentry-bootstrap-index-{{ name }}:
+  sentry_index.present:
+    - name: {{ name }}
+{%- for key in ("bases", "volatile", "acl_upload", "mirror_whitelist") if key in index %}
+    - {{ key }}: {{ index[key] | json }}
+{%- endfor %}
+    - url: {{ url }}
+    - require:
+      - sentry_program: sentry-supervisor-program-running
+{%- for user in bootstrap.users | sort %}
+      - sentry_user: sentry-bootstrap-user-{{ user }}
+{%- endfor %}
+{%- for base in index.get("bases", []) if base in bootstrap.indexes %}
+      - sentry_index: sentry-bootstrap-index-{{ base }}
+{%- endfor %}
+{%- endfor %}
+{%- endif %}
