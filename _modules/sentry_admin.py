@@ -13,6 +13,8 @@ import base64
 import json
 import logging
 import os
+import shutil
+import time
 import urllib.error
 import urllib.request
 
@@ -22,6 +24,7 @@ from salt.exceptions import CommandExecutionError
 log = logging.getLogger(__name__)
 
 __virtualname__ = "sentry_admin"
+__func_alias__ = {"import_": "import"}
 
 SERVER_BIN = "/usr/sbin/sentry-server"
 VENV_BIN = "/opt/virtualenvs/sentry/bin"
@@ -457,3 +460,154 @@ def bootstrap_index(
         f"{user}/{index}", url=url, root_password=root_password, bases=bases, acl_upload=acl_upload, volatile=volatile
     )
     return {"user": user, "user_created": made_user, **result}
+
+
+# --- export and import -------------------------------------------------------
+
+EXPORT_INDEX = "dataindex.json"
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _program_running(program: str | None) -> bool:
+    if not program or not __salt__["cmd.which_bin"](["supervisorctl"]):
+        return False
+    return __salt__["supervisord.status"]().get(program, {}).get("state") in ("RUNNING", "STARTING", "BACKOFF")
+
+
+def _supervisor(action: str, program: str) -> None:
+    output = __salt__[f"supervisord.{action}"](program)
+    if "ERROR" in output:
+        raise CommandExecutionError(f"supervisorctl {action} {program} failed: {output}")
+
+
+def export_counts(path: str) -> dict:
+    """
+    Users, indexes and release files in the export at ``path``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.export_counts /var/lib/sentry/export-20260101-120000
+    """
+    try:
+        with open(os.path.join(path, EXPORT_INDEX), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"{path} is not a readable sentry export: {exc}") from None
+    indexes = data.get("indexes", {})
+    files = sum(len(index.get("files", [])) for index in indexes.values())
+    return {"users": len(data.get("users", {})), "indexes": len(indexes), "files": files}
+
+
+def export(
+    dest: str | None = None,
+    serverdir: str = DEFAULT_SERVERDIR,
+    program: str | None = "sentry-server",
+    restart: bool = True,
+    user: str = DEFAULT_USER,
+) -> dict:
+    """
+    Export the server's data into ``dest`` (default ``/var/lib/sentry/export-<timestamp>``).
+
+    The supervisor ``program`` is stopped while exporting and started again
+    afterwards (unless ``restart=False``) if it was running. Returns the path,
+    the numbers of users, indexes and release files, and the seconds taken.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.export
+        salt '*' sentry_admin.export /srv/backups/sentry-export restart=False
+    """
+    started = time.monotonic()
+    dest = dest or os.path.join(os.path.dirname(os.path.abspath(serverdir)), f"export-{_timestamp()}")
+    if os.path.abspath(dest).startswith(os.path.abspath(serverdir) + os.sep):
+        raise CommandExecutionError(f"export destination {dest} lies inside the serverdir {serverdir}; choose another")
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise CommandExecutionError(f"export destination {dest} exists and is not empty; choose another")
+    if not is_initialised(serverdir):
+        raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to export")
+    was_running = _program_running(program)
+    if was_running:
+        _supervisor("stop", program)
+    try:
+        _run_as(user, [SERVER_BIN, "--serverdir", serverdir, "--export", dest])
+    finally:
+        if was_running and restart:
+            _supervisor("start", program)
+    return {"path": dest, **export_counts(dest), "seconds": round(time.monotonic() - started, 2)}
+
+
+def import_(
+    src: str,
+    serverdir: str = DEFAULT_SERVERDIR,
+    move_aside: bool = False,
+    program: str | None = "sentry-server",
+    restart: bool = True,
+    user: str = DEFAULT_USER,
+    group: str = DEFAULT_USER,
+) -> dict:
+    """
+    Import the export at ``src`` into a fresh ``serverdir`` (exposed as ``sentry_admin.import``).
+
+    A serverdir that holds data is refused, unless ``move_aside=True`` moves it
+    to ``_data-backup-<timestamp>`` beside it first: nothing is ever deleted.
+    A failed import leaves the serverdir as it was before the import began.
+    The files are given to ``user``:``group``. The supervisor ``program`` is
+    stopped meanwhile and started again (unless ``restart=False``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.import /var/lib/sentry/export-20260101-120000
+        salt '*' sentry_admin.import /srv/backups/sentry-export move_aside=True
+    """
+    started = time.monotonic()
+    counts = export_counts(src)
+    backup = None
+    occupied = os.path.exists(serverdir) and bool(os.listdir(serverdir))
+    if occupied and not move_aside:
+        raise CommandExecutionError(
+            f"serverdir {serverdir} holds data; import only goes into a fresh one (move_aside=True moves it aside)"
+        )
+    was_running = _program_running(program)
+    if was_running:
+        _supervisor("stop", program)
+    try:
+        if occupied:
+            backup = os.path.join(os.path.dirname(os.path.abspath(serverdir)), f"_data-backup-{_timestamp()}")
+            stat = os.stat(serverdir)
+            os.rename(serverdir, backup)
+            os.mkdir(serverdir, stat.st_mode & 0o7777)
+            os.chown(serverdir, stat.st_uid, stat.st_gid)
+        result = __salt__["cmd.run_all"](
+            [SERVER_BIN, "--serverdir", serverdir, "--import", src],
+            python_shell=False,
+            output_loglevel="quiet",
+            ignore_retcode=True,
+        )
+        if result["retcode"] != 0:
+            if backup:  # put the old data back where it was
+                shutil.rmtree(serverdir, ignore_errors=True)
+                os.rename(backup, serverdir)
+            raise CommandExecutionError(f"import of {src} failed: {(result['stderr'] or result['stdout']).strip()}")
+        for root, dirs, files in os.walk(serverdir):
+            for name in (*dirs, *files):
+                shutil.chown(os.path.join(root, name), user, group)
+        shutil.chown(serverdir, user, group)
+    finally:
+        if was_running and restart:
+            _supervisor("start", program)
+    return {
+        "path": serverdir,
+        "source": src,
+        "backup": backup,
+        **counts,
+        "seconds": round(time.monotonic() - started, 2),
+    }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt, new_host
+from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt, new_host, sentry_client
+from wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +168,105 @@ def test_index_on_a_missing_base_fails_clearly(deployed):
     assert not run.succeeded
     assert "base index nobody/nothing of root/broken does not exist" in str(run.failed)
     assert call(deployed, "sentry_admin.index_get", "root/broken") is None
+
+
+# --- export and import ---------------------------------------------------------
+
+RELEASE_FILES = 200
+OWNERS = {"dave": "Dave-Export-pw-1", "erin": "Erin-Export-pw-2"}
+TARGETS = ("dave/one", "dave/two", "erin/three")
+
+
+def files_by_path(host, serverdir: str) -> dict[str, str]:
+    """sha256 of every release file below a serverdir, by its path there."""
+    listed = host.sh(f"cd {serverdir}/+files && find . -type f -name '*.whl' -print0 | sort -z | xargs -0 -r sha256sum")
+    return {path: digest for digest, path in (line.split(None, 1) for line in listed.stdout.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def exported(deployed, tmp_path_factory):
+    """RELEASE_FILES wheels in 3 indexes of 2 users, then an export of it all."""
+    host = deployed.host
+    for owner, password in OWNERS.items():
+        call(deployed, "sentry_admin.user_set", owner, f"password={password}")
+    for target in TARGETS:
+        call(deployed, "sentry_admin.index_set", target, "bases=[root/pypi]")
+    wheels = tmp_path_factory.mktemp("export-wheels")
+    for number in range(RELEASE_FILES):
+        target = TARGETS[number % len(TARGETS)]
+        folder = wheels / target.replace("/", "-")
+        folder.mkdir(exist_ok=True)
+        make_wheel(folder, f"export-probe-{number % 70}", f"1.{number}", payload=str(number) * 50)
+    shutil.copytree(wheels, host.path("/tmp/export-wheels"))
+    for target in TARGETS:
+        owner = target.split("/")[0]
+        sentry_client(host, "use", f"http://127.0.0.1:3141/{target}")
+        sentry_client(host, "login", owner, password=OWNERS[owner])
+        host.sh(f"DEVPI_CLIENTDIR=/tmp/sentry-client sentry upload /tmp/export-wheels/{target.replace('/', '-')}/*.whl")
+    result = call(deployed, "sentry_admin.export", "dest=/var/lib/sentry/export-test")
+    return result
+
+
+def test_export_counts_and_restarts_the_server(deployed, exported):
+    assert exported["path"] == "/var/lib/sentry/export-test"
+    assert exported["files"] == RELEASE_FILES
+    assert exported["indexes"] >= len(TARGETS) + 1 and exported["users"] >= len(OWNERS) + 1
+    assert call(deployed, "sentry_admin.status")["up"] is True
+
+
+def test_import_round_trip_keeps_every_file(deployed, exported):
+    imported = call(deployed, "sentry_admin.import", exported["path"], "serverdir=/var/lib/sentry/imported")
+    assert {key: imported[key] for key in ("users", "indexes", "files")} == {
+        key: exported[key] for key in ("users", "indexes", "files")
+    }
+    original = files_by_path(deployed.host, "/var/lib/sentry/data")
+    assert len(original) == RELEASE_FILES
+    assert files_by_path(deployed.host, "/var/lib/sentry/imported") == original
+    owners = deployed.host.sh("find /var/lib/sentry/imported ! -user sentry | head -3").stdout
+    assert owners == ""
+
+
+def test_import_into_a_serverdir_with_data_is_refused(deployed, exported):
+    before = deployed.host.sh("find /var/lib/sentry/data -printf '%p %s\\n' | sort").stdout
+    refused = deployed.call("sentry_admin.import", exported["path"], check=False)
+    assert refused.returncode != 0
+    assert "holds data; import only goes into a fresh one" in refused.stdout + refused.stderr
+    assert deployed.host.sh("find /var/lib/sentry/data -printf '%p %s\\n' | sort").stdout == before
+    assert call(deployed, "sentry_admin.status")["up"] is True
+
+
+def test_export_into_a_non_empty_path_is_refused(deployed, exported):
+    refused = deployed.call("sentry_admin.export", f"dest={exported['path']}", check=False)
+    assert refused.returncode != 0
+    assert "exists and is not empty" in refused.stdout + refused.stderr
+    inside = deployed.call("sentry_admin.export", "dest=/var/lib/sentry/data/export", check=False)
+    assert "lies inside the serverdir" in inside.stdout + inside.stderr
+
+
+def test_truncated_export_fails_and_keeps_the_old_data(deployed, exported):
+    host = deployed.host
+    host.sh(
+        f"cp -a {exported['path']} /var/lib/sentry/export-broken && find /var/lib/sentry/export-broken"
+        " -name '*.whl' | head -5 | xargs rm"
+    )
+    before = files_by_path(host, "/var/lib/sentry/imported")
+    failed = deployed.call(
+        "sentry_admin.import",
+        "/var/lib/sentry/export-broken",
+        "serverdir=/var/lib/sentry/imported",
+        "move_aside=True",
+        check=False,
+    )
+    assert failed.returncode != 0
+    assert "import of /var/lib/sentry/export-broken failed" in failed.stdout + failed.stderr
+    assert files_by_path(host, "/var/lib/sentry/imported") == before
+    assert "_data-backup-" not in host.sh("ls /var/lib/sentry").stdout
+
+
+def test_move_aside_keeps_the_old_data_as_a_backup(deployed, exported):
+    moved = call(
+        deployed, "sentry_admin.import", exported["path"], "serverdir=/var/lib/sentry/imported", "move_aside=True"
+    )
+    assert moved["backup"].startswith("/var/lib/sentry/_data-backup-")
+    assert len(files_by_path(deployed.host, moved["backup"])) == RELEASE_FILES
+    assert len(files_by_path(deployed.host, "/var/lib/sentry/imported")) == RELEASE_FILES
