@@ -179,6 +179,25 @@ class MasterlessSalt:
         """Salt caches the state tree's file list for a while: after adding files, drop it."""
         shutil.rmtree(self.host.path(f"{self.CONF}/root/var/cache/salt/minion/file_lists"), ignore_errors=True)
 
+    def changed_files(self) -> str:
+        """Files changed under /etc, /var/lib, /opt, /var/log since this minion was set up (Salt's own aside)."""
+        return self.host.run(
+            [
+                "find",
+                "/etc",
+                "/var/lib",
+                "/opt",
+                "/var/log",
+                "-path",
+                self.CONF,
+                "-prune",
+                "-o",
+                "-newer",
+                f"{self.CONF}/minion",
+                "-print",
+            ]
+        ).stdout
+
     def set_pillar(self, pillar: dict) -> None:
         self.host.path(f"{self.CONF}/pillar/test.sls").write_text(yaml.safe_dump(pillar))
         # A readable copy for tests that change one part of the pillar.

@@ -282,21 +282,7 @@ def test_test_mode_on_a_fresh_host_changes_nothing(sentry_deb):
     with new_host("dry-run") as host:
         host.prepare_services()
         salt = MasterlessSalt(host, master_pillar(sentry_deb))
-        snapshot = [
-            "find",
-            "/etc",
-            "/var/lib",
-            "/opt",
-            "/var/log",
-            "-path",
-            MasterlessSalt.CONF,
-            "-prune",
-            "-o",
-            "-newer",
-            f"{MasterlessSalt.CONF}/minion",
-            "-print",
-        ]
-        before = host.run(snapshot).stdout
+        before = salt.changed_files()
         planned = salt.apply("sentry", "test=True")
         assert planned.returncode == 0, planned.failed or planned.errors
         assert planned.failed == {}
@@ -308,5 +294,5 @@ def test_test_mode_on_a_fresh_host_changes_nothing(sentry_deb):
             "sentry-supervisor-program-running",
             "sentry-nginx-site-file",
         } <= would_change
-        assert host.run(snapshot).stdout == before
+        assert salt.changed_files() == before
         assert host.run(["id", "sentry"], check=False).returncode != 0

@@ -97,23 +97,10 @@ def render_host():
 def test_bad_pillar_fails_at_render_naming_the_key(render_host, pillar, message):
     salt, bare_host = render_host, render_host.host
     salt.set_pillar({"sentry": pillar})
-    snapshot = [
-        "find",
-        "/etc",
-        "/var/lib",
-        "/opt",
-        "-path",
-        MasterlessSalt.CONF,
-        "-prune",
-        "-o",
-        "-newer",
-        f"{MasterlessSalt.CONF}/minion",
-        "-print",
-    ]
-    before = bare_host.run(snapshot).stdout
+    before = salt.changed_files()
     run = salt.apply("sentry")
     assert run.returncode != 0
     assert message in run.errors
     assert run.states == {}
     assert installed_version(bare_host) == ""
-    assert bare_host.run(snapshot).stdout == before
+    assert salt.changed_files() == before
