@@ -51,6 +51,16 @@ def write_pillar_tree(root, deb):
     return root
 
 
+def no_route_out(host: TestHost) -> None:
+    """Only the bridge's subnet is reachable; anything else fails at once, as on a host without an address.
+
+    Through the default route via the bridge, packets for elsewhere are dropped
+    silently: apt-get update (pkg.installed refreshes the package database once
+    per minion start) and DNS would each wait out their timeouts.
+    """
+    host.run(["ip", "route", "replace", "unreachable", "default"])
+
+
 def start_minion(host: TestHost, master) -> None:
     """A salt-minion daemon inside ``host``, pointed at ``master`` over the bridge."""
     conf = host.path(MINION_CONF)
@@ -121,6 +131,7 @@ def test_state_apply_from_a_master_deploys_sentry_on_a_minion_host(salt_factorie
     address = host_address(1)
     with new_host("mm", address=address) as host:
         host.prepare_services()
+        no_route_out(host)
         master = salt_factories.salt_master_daemon(
             "sentry-master",
             defaults={"root_dir": tmp_path / "m"},
@@ -128,6 +139,9 @@ def test_state_apply_from_a_master_deploys_sentry_on_a_minion_host(salt_factorie
                 "interface": BRIDGE_ADDRESS,
                 "auto_accept": True,
                 "file_roots": {"base": [str(REPO)]},
+                # Salt's own default (salt-factories sets 0): listing the repo, .venv included,
+                # takes a second, and every directory synced or recursed asks for the list again.
+                "fileserver_list_cache_time": 20,
                 "pillar_roots": {"base": [str(write_pillar_tree(tmp_path / "pillar", sentry_deb))]},
             },
         )
