@@ -15,6 +15,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aptrepo import make_apt_repo
 from hosts import TestHost, remove_bridge
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,6 +58,12 @@ def old_sentry_deb() -> Path:
     older = [v for v in known_versions() if v != DEFAULT_VERSION]
     assert older, "packaging/pins needs an older devpi-server version beside the default"
     return build_deb(older[0])
+
+
+@pytest.fixture(scope="session")
+def apt_repo(sentry_deb, old_sentry_deb) -> Path:
+    """A flat apt repository of both debs (see aptrepo.py); hosts use it through ``use_apt_repo``."""
+    return make_apt_repo(REPO / "build" / "apt", [sentry_deb, old_sentry_deb])
 
 
 def new_host(name: str, **kwargs) -> TestHost:
