@@ -10,12 +10,14 @@ line, and are never returned.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import salt.utils.data
@@ -194,6 +196,7 @@ def status(url: str | None = None) -> dict:
         info.update(
             {
                 "master_url": result.get("primary-url", result.get("master-url")),
+                "master_uuid": result.get("primary-uuid", result.get("master-uuid")),
                 "master_serial": primary_serial,
                 "lag": None if primary_serial is None else primary_serial - result.get("serial", 0),
                 "in_sync_at": result.get("replica-in-sync-at"),
@@ -500,7 +503,12 @@ def export_counts(path: str) -> dict:
         raise CommandExecutionError(f"{path} is not a readable sentry export: {exc}") from None
     indexes = data.get("indexes", {})
     files = sum(len(index.get("files", [])) for index in indexes.values())
-    return {"users": len(data.get("users", {})), "indexes": len(indexes), "files": files}
+    return {
+        "users": len(data.get("users", {})),
+        "indexes": len(indexes),
+        "files": files,
+        "root_pypi": "root/pypi" in indexes,
+    }
 
 
 def export(
@@ -586,8 +594,10 @@ def import_(
             os.rename(serverdir, backup)
             os.mkdir(serverdir, stat.st_mode & 0o7777)
             os.chown(serverdir, stat.st_uid, stat.st_gid)
+        # Without this the import adds a root/pypi mirror the exported server did not have.
+        no_root_pypi = [] if counts["root_pypi"] else ["--no-root-pypi"]
         result = __salt__["cmd.run_all"](
-            [SERVER_BIN, "--serverdir", serverdir, "--import", src],
+            [SERVER_BIN, "--serverdir", serverdir, "--import", src, *no_root_pypi],
             python_shell=False,
             output_loglevel="quiet",
             ignore_retcode=True,
@@ -611,3 +621,395 @@ def import_(
         **counts,
         "seconds": round(time.monotonic() - started, 2),
     }
+
+
+# --- upgrades ----------------------------------------------------------------
+
+UPGRADE_LOG = "upgrades.jsonl"
+
+
+def _wait_until_up(url: str | None, timeout: float) -> dict:
+    """status() once the server answers; CommandExecutionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return status(url)
+        except CommandExecutionError as exc:
+            if time.monotonic() > deadline:
+                raise CommandExecutionError(f"the server did not come up within {timeout}s: {exc}") from None
+        time.sleep(0.5)
+
+
+def _move_aside(serverdir: str, label: str) -> str:
+    """Rename ``serverdir`` to ``_data-<label>-<timestamp>`` beside it and leave an empty one (same owner, mode)."""
+    aside = os.path.join(os.path.dirname(os.path.abspath(serverdir)), f"_data-{label}-{_timestamp()}")
+    while os.path.exists(aside):
+        aside += "-1"
+    stat = os.stat(serverdir)
+    os.rename(serverdir, aside)
+    os.mkdir(serverdir, stat.st_mode & 0o7777)
+    os.chown(serverdir, stat.st_uid, stat.st_gid)
+    return aside
+
+
+def _put_back(serverdir: str, backup: str) -> str:
+    """Undo _move_aside: what is in ``serverdir`` now goes to ``_data-failed-<timestamp>``."""
+    failed = _move_aside(serverdir, "failed")
+    os.rmdir(serverdir)
+    os.rename(backup, serverdir)
+    return failed
+
+
+def _install(package: str, version: str, refresh: bool) -> None:
+    """Install exactly ``version`` of ``package`` (up or down) from the configured apt repositories."""
+    __salt__["pkg.install"](package, version=version, refresh=refresh)
+    installed = __salt__["pkg.version"](package)
+    if installed != version:
+        raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _known_file(export_path: str) -> dict | None:
+    """One release file of the export: its index, project and sha256, to download after the import."""
+    with open(os.path.join(export_path, EXPORT_INDEX), encoding="utf-8") as handle:
+        indexes = json.load(handle).get("indexes", {})
+    for name in sorted(indexes):
+        for entry in indexes[name].get("files", []):
+            if entry.get("type") == "releasefile":
+                return {
+                    "index": name,
+                    "project": entry["projectname"] if "projectname" in entry else entry["project"],
+                    "basename": os.path.basename(entry["relpath"]),
+                    "sha256": _sha256(os.path.join(export_path, entry["relpath"])),
+                }
+    return None
+
+
+def _download_sha256(base: str, known: dict) -> str:
+    """sha256 of ``known``'s file as the server at ``base`` hands it out."""
+    code, body = _request("GET", f"{base}/{known['index']}/{known['project']}")
+    if code != 200:
+        raise CommandExecutionError(f"project {known['project']} is missing on {known['index']} ({code})")
+    for release in body["result"].values():
+        for link in release.get("+links", []):
+            if link["href"].rsplit("/", 1)[-1] == known["basename"]:
+                path = urllib.parse.urlsplit(link["href"]).path
+                with urllib.request.urlopen(base + path, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+                    return hashlib.sha256(response.read()).hexdigest()
+    raise CommandExecutionError(f"{known['basename']} is not listed on {known['index']}")
+
+
+def _health_check(url: str | None, before: dict, exported: dict, imported: dict, known: dict | None) -> str:
+    """The freshly imported server holds what the old one held; raises otherwise."""
+    base = _server_url(url)
+    if any(exported[key] != imported[key] for key in ("users", "indexes", "files")):
+        raise CommandExecutionError(f"the import holds other counts than the export: {imported} vs {exported}")
+    users, indexes = sorted(list_users(url)), sorted(list_indexes(url))
+    if users != before["users"] or indexes != before["indexes"]:
+        raise CommandExecutionError(
+            f"users/indexes differ after the import: {users} {indexes}, before {before['users']} {before['indexes']}"
+        )
+    if known is None:
+        return "no release file to download"
+    if _download_sha256(base, known) != known["sha256"]:
+        raise CommandExecutionError(f"{known['basename']} downloads with another sha256 than it was exported with")
+    return f"{known['index']}/{known['basename']} downloads intact"
+
+
+def _record(result: dict, home: str) -> None:
+    """Append the result to the upgrade log in the service user's home (read by last_upgrade)."""
+    try:
+        with open(os.path.join(home, UPGRADE_LOG), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **result}) + "\n")
+    except OSError as exc:
+        log.warning("sentry_admin: could not record the upgrade in %s: %s", home, exc)
+
+
+def last_upgrade(home: str = "/var/lib/sentry") -> dict | None:
+    """
+    The last upgrade this minion went through (sentry_admin.upgrade or
+    upgrade_replica), with the versions before and after, and the time the
+    server was down.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.last_upgrade
+    """
+    try:
+        with open(os.path.join(home, UPGRADE_LOG), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return None
+    return json.loads(lines[-1]) if lines else None
+
+
+class _Steps:
+    """Which step an upgrade is in, and how long each one took."""
+
+    def __init__(self) -> None:
+        self.current = "start"
+        self.seconds: dict[str, float] = {}
+        self._started = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[self.current] = round(now - self._started, 2)
+        self.current, self._started = name, now
+
+    def done(self) -> dict[str, float]:
+        self("done")
+        self.seconds.pop("start", None)
+        return self.seconds
+
+
+def upgrade(
+    version: str,
+    package: str = "sentry",
+    serverdir: str = DEFAULT_SERVERDIR,
+    program: str = "sentry-server",
+    nginx_service: str | None = "nginx",
+    refresh: bool = True,
+    ready_timeout: float = 120,
+    user: str = DEFAULT_USER,
+    group: str = DEFAULT_USER,
+    home: str = "/var/lib/sentry",
+) -> dict:
+    """
+    Upgrade a master (or standalone) server to package ``version`` the safe
+    way: stop nginx and the server, export, move the data to
+    ``_data-backup-<timestamp>``, install the new version, import into a fresh
+    serverdir, start, and check that every user, index and release file is
+    there and a known file downloads intact, then start nginx.
+
+    On any failure it rolls back: the failed serverdir goes to
+    ``_data-failed-<timestamp>``, the backup comes back, the previous version
+    is reinstalled and started; the error names the step. Nothing is deleted.
+    At ``version`` already, it changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt sentry-master sentry_admin.upgrade 6.20.3-1
+    """
+    before_version = __salt__["pkg.version"](package)
+    if not before_version:
+        raise CommandExecutionError(f"{package} is not installed: nothing to upgrade (apply the sentry state first)")
+    if before_version == version:
+        _wait_until_up(None, ready_timeout)
+        return {"changed": False, "role": "master", "version": {"old": before_version, "new": version}}
+    url = _server_url(None)
+    current = status(url)
+    if current["role"] != "master":
+        raise CommandExecutionError(f"{url} is a replica: upgrade it with sentry_admin.upgrade_replica")
+    before = {"users": sorted(list_users(url)), "indexes": sorted(list_indexes(url))}
+    steps, state = _Steps(), {"backup": None, "installed": False}
+    down_at = time.monotonic()
+    try:
+        steps("stop")
+        if nginx_service:
+            __salt__["service.stop"](nginx_service)
+        _supervisor("stop", program)
+        steps("export")
+        exported = export(serverdir=serverdir, program=None, user=user)
+        known = _known_file(exported["path"])
+        steps("move data aside")
+        state["backup"] = _move_aside(serverdir, "backup")
+        steps("install")
+        state["installed"] = True
+        _install(package, version, refresh)
+        steps("import")
+        imported = import_(exported["path"], serverdir=serverdir, program=None, user=user, group=group)
+        steps("start server")
+        _supervisor("start", program)
+        _wait_until_up(url, ready_timeout)
+        steps("health check")
+        checked = _health_check(url, before, exported, imported, known)
+        write_outage = round(time.monotonic() - down_at, 2)
+        steps("start nginx")
+        if nginx_service:
+            __salt__["service.start"](nginx_service)
+    except Exception as exc:
+        failed_step = steps.current
+        rolled_back = _roll_back(state, before_version, package, serverdir, program, nginx_service, url, ready_timeout)
+        result = {"role": "master", "failed_step": failed_step, "error": str(exc), "rollback": rolled_back}
+        _record({"changed": False, **result}, home)
+        raise CommandExecutionError(
+            f"upgrade to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
+        ) from None
+    result = {
+        "changed": True,
+        "role": "master",
+        "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
+        "export": exported,
+        "import": imported,
+        "backup": state["backup"],
+        "health": checked,
+        "write_outage_seconds": write_outage,
+        "steps": steps.done(),
+    }
+    _record(result, home)
+    return result
+
+
+def _roll_back(state, version, package, serverdir, program, nginx_service, url, ready_timeout) -> str:
+    """Bring the previous version and data back; returns what was done, raises when even that fails."""
+    done = []
+    try:
+        try:
+            _supervisor("stop", program)
+        except CommandExecutionError:
+            pass  # not running
+        if state["backup"]:
+            done.append(f"new data kept in {_put_back(serverdir, state['backup'])}, old data back in {serverdir}")
+        if state["installed"] and __salt__["pkg.version"](package) != version:
+            _install(package, version, refresh=False)
+            done.append(f"{package} {version} reinstalled")
+        _supervisor("start", program)
+        _wait_until_up(url, ready_timeout)
+        if nginx_service:
+            __salt__["service.start"](nginx_service)
+        done.append("server and nginx running")
+    except Exception as exc:
+        raise CommandExecutionError(
+            f"ROLLBACK FAILED ({exc}) after: {'; '.join(done) or 'nothing'}. "
+            f"By hand: stop {program}, put the newest {os.path.dirname(serverdir)}/_data-backup-* back at "
+            f"{serverdir}, install {package}={version}, start {program} and nginx."
+        ) from None
+    return "; ".join(done)
+
+
+def _master_status(master_url: str) -> dict:
+    """The master's /+status as its replicas see it (through its nginx)."""
+    code, body = _request("GET", f"{master_url.rstrip('/')}/+status")
+    if code != 200:
+        raise CommandExecutionError(f"the master at {master_url} answered {code} to /+status")
+    return body["result"]
+
+
+def _follows(replica: dict, master: dict) -> bool:
+    """Whether ``replica`` (status()) follows this very master and has all it has."""
+    return (
+        replica.get("master_uuid") == master.get("uuid")
+        and isinstance(replica.get("serial"), int)
+        and replica["serial"] >= master.get("serial", 0)
+    )
+
+
+def wait_synced(master_url: str | None = None, timeout: float = 600, url: str | None = None) -> dict:
+    """
+    Wait until this replica follows its master and holds every change the
+    master had when the wait began; returns the replica's status.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'sentry-replica*' sentry_admin.wait_synced timeout=300
+    """
+    master_url = master_url or salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server:master_url", "")
+    if not master_url:
+        raise CommandExecutionError("no master_url given and none in pillar sentry:server:master_url")
+    master = _master_status(master_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            current = status(url)
+            if _follows(current, master):
+                return current
+        except CommandExecutionError:
+            current = {"up": False}
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"the replica did not catch up with {master_url} (serial {master.get('serial')}, "
+                f"uuid {master.get('uuid')}) within {timeout}s; it is at {current}"
+            )
+        time.sleep(0.5)
+
+
+def upgrade_replica(
+    version: str,
+    master_url: str | None = None,
+    package: str = "sentry",
+    serverdir: str = DEFAULT_SERVERDIR,
+    program: str = "sentry-server",
+    refresh: bool = True,
+    sync_timeout: float = 600,
+    user: str = DEFAULT_USER,
+    home: str = "/var/lib/sentry",
+) -> dict:
+    """
+    Bring a replica to package ``version`` and to its (upgraded) master: stop
+    it, install the version, move its data to ``_data-backup-<timestamp>``,
+    initialise a fresh replica serverdir and start it; returns once it holds
+    everything the master holds. A replica at ``version`` that already
+    follows its master is left alone.
+
+    On failure the previous data and version come back and the error names
+    the step. Nothing is deleted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'sentry-replica*' sentry_admin.upgrade_replica 6.20.3-1
+    """
+    master_url = master_url or salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server:master_url", "")
+    if not master_url:
+        raise CommandExecutionError("no master_url given and none in pillar sentry:server:master_url")
+    before_version = __salt__["pkg.version"](package)
+    if not before_version:
+        raise CommandExecutionError(f"{package} is not installed: nothing to upgrade (apply the sentry state first)")
+    master = _master_status(master_url)
+    try:
+        current = status()
+    except CommandExecutionError:
+        current = {"up": False}
+    if before_version == version and _follows(current, master):
+        return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
+    url = _server_url(None)
+    steps, state = _Steps(), {"backup": None, "installed": False}
+    down_at = time.monotonic()
+    try:
+        steps("stop")
+        if _program_running(program):
+            _supervisor("stop", program)
+        steps("install")
+        state["installed"] = True
+        if before_version != version:
+            _install(package, version, refresh)
+        steps("move data aside")
+        state["backup"] = _move_aside(serverdir, "backup")
+        steps("initialise")
+        initialise(serverdir, master_url=master_url, user=user)
+        steps("start server")
+        _supervisor("start", program)
+        steps("catch up")
+        synced = wait_synced(master_url, timeout=sync_timeout)
+    except Exception as exc:  # whatever failed, the old replica comes back
+        failed_step = steps.current
+        rolled_back = _roll_back(state, before_version, package, serverdir, program, None, url, 120)
+        _record({"changed": False, "role": "replica", "failed_step": failed_step, "error": str(exc)}, home)
+        raise CommandExecutionError(
+            f"replica upgrade to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
+        ) from None
+    result = {
+        "changed": True,
+        "role": "replica",
+        "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
+        "backup": state["backup"],
+        "serial": synced["serial"],
+        "down_seconds": round(time.monotonic() - down_at, 2),
+        "steps": steps.done(),
+    }
+    _record(result, home)
+    return result
