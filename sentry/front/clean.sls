@@ -1,0 +1,19 @@
+{#- Remove the front's site and reload nginx; nginx itself stays. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry with context %}
+{%- set front, nginx = sentry.front, sentry.nginx %}
+
+sentry-front-site-enabled-absent:
+  file.absent:
+    - name: {{ nginx.sites_enabled }}/{{ front.site }}.conf
+
+sentry-front-site-file-absent:
+  file.absent:
+    - name: {{ nginx.sites_available }}/{{ front.site }}.conf
+
+sentry-front-reloaded:
+  cmd.run:
+    - name: nginx -t -q && nginx -s reload
+    - onlyif: test -e /run/nginx.pid
+    - onchanges:
+      - file: sentry-front-site-enabled-absent

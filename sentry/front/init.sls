@@ -1,0 +1,65 @@
+{#- An nginx front for a master and its replicas (a host of its own, or a node).
+    sentry.upgrade drains nodes through sentry:front:drained. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
+{%- set front, nginx = sentry.front, sentry.nginx %}
+{%- set site_file = nginx.sites_available ~ "/" ~ front.site ~ ".conf" %}
+{%- if not front.master %}
+  {%- do raise("sentry pillar: sentry:front:master (host:port of the master's nginx) is required for sentry.front") %}
+{%- endif %}
+
+sentry-front-nginx-package:
+  pkg.installed:
+    - name: {{ nginx.package }}
+
+sentry-front-site-file:
+  file.managed:
+    - name: {{ site_file }}
+    - source: {{ sentry.derived.sources["nginx-front.conf.jinja"] | json }}
+    - template: jinja
+    - context:
+        sentry: {{ template_context | json }}
+    - user: root
+    - group: root
+    - mode: "0644"
+    - require:
+      - pkg: sentry-front-nginx-package
+
+sentry-front-site-enabled:
+  file.symlink:
+    - name: {{ nginx.sites_enabled }}/{{ front.site }}.conf
+    - target: {{ site_file }}
+    - require:
+      - file: sentry-front-site-file
+
+{%- if nginx.disable_default_site %}
+sentry-front-default-site:
+  file.absent:
+    - name: {{ nginx.sites_enabled }}/default
+    - require:
+      - pkg: sentry-front-nginx-package
+{%- else %}
+sentry-front-default-site:
+  test.nop: []
+{%- endif %}
+
+sentry-front-config-valid:
+  cmd.run:
+    - name: nginx -t -q
+    - onchanges:
+      - file: sentry-front-site-file
+      - file: sentry-front-site-enabled
+      - sentry-front-default-site
+
+{#- A reload: requests in flight finish on the old workers, none fails. #}
+sentry-front-nginx-service:
+  service.running:
+    - name: {{ nginx.service }}
+    - enable: true
+    - reload: true
+    - require:
+      - cmd: sentry-front-config-valid
+    - watch:
+      - file: sentry-front-site-file
+      - file: sentry-front-site-enabled
+      - sentry-front-default-site
