@@ -66,6 +66,12 @@ def apt_repo(sentry_deb, old_sentry_deb) -> Path:
     return make_apt_repo(REPO / "build" / "apt", [sentry_deb, old_sentry_deb])
 
 
+@pytest.fixture(scope="session")
+def salt_factories_config(tmp_path_factory):
+    """Salt-factories' own files (generated scripts) in pytest's temporary folders, not loose in /tmp."""
+    return {"root_dir": tmp_path_factory.mktemp("salt-factories"), "slow_stop": False}
+
+
 def new_host(name: str, **kwargs) -> TestHost:
     """A test host that also sees this repository (the tooling venv, the debs) wherever it lies."""
     return TestHost(name, shared=(str(REPO),), **kwargs)
