@@ -186,9 +186,11 @@ class TestHost:
                 raise TestHostError(f"test host {self.name} failed to start: {output}")
             try:
                 pids = children.read_text().split()
-                # Same pid as the setup shell, whose script mentions the marker too:
-                # only the exec'd init (chroot done) has it as an argument of its own.
-                if pids and INIT_MARKER in Path(f"/proc/{pids[0]}/cmdline").read_text(errors="replace").split("\0"):
+                # Same pid as the setup shell, whose script mentions the marker too, and
+                # as chroot, which has it as an argument before it has changed root:
+                # only the exec'd init (chroot done) is python with the marker.
+                argv = Path(f"/proc/{pids[0]}/cmdline").read_text(errors="replace").split("\0") if pids else []
+                if argv[:1] == ["/usr/bin/python3"] and INIT_MARKER in argv:
                     return int(pids[0])
             except FileNotFoundError:
                 pass
