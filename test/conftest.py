@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,10 @@ def sentry_client(host: TestHost, *args: str, password: str | None = None, check
 
 
 def pip_install(host: TestHost, index_url: str, requirement: str, target: str):
-    """pip install from sentry alone: no local config, no cache, no find-links."""
+    """pip install from sentry alone: no local config, no cache, no find-links.
+
+    pip ignores a plain-http index other than localhost unless it is a trusted host.
+    """
     host.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
     return host.run(
         [
@@ -153,6 +157,8 @@ def pip_install(host: TestHost, index_url: str, requirement: str, target: str):
             "install",
             "--no-cache-dir",
             "--disable-pip-version-check",
+            "--trusted-host",
+            urllib.parse.urlsplit(index_url).netloc,
             "--index-url",
             index_url,
             "--target",
