@@ -203,6 +203,8 @@ def status(url: str | None = None) -> dict:
                 "replication_errors": result.get("replication-errors", {}),
             }
         )
+        if "replica-files-in-sync-at" in result:  # newer servers: when no release file was left to fetch
+            info["files_in_sync_at"] = result["replica-files-in-sync-at"]
     return info
 
 
@@ -921,11 +923,15 @@ def wait_synced(master_url: str | None = None, timeout: float = 600, url: str | 
         raise CommandExecutionError("no master_url given and none in pillar sentry:server:master_url")
     master = _master_status(master_url)
     deadline = time.monotonic() + timeout
+    caught_up_at = None
     while True:
         try:
             current = status(url)
             if _follows(current, master):
-                return current
+                # Then every release file too, where the server tells: its queue was empty since.
+                caught_up_at = caught_up_at or time.time()
+                if "files_in_sync_at" not in current or (current["files_in_sync_at"] or 0) >= caught_up_at:
+                    return current
         except CommandExecutionError:
             current = {"up": False}
         if time.monotonic() > deadline:

@@ -54,6 +54,24 @@ sentry-upgrade-plan:
         front {{ front_ids | join(", ") or "none: clients reading from the master see it go" }}.
         Before: {{ before | json }}
 
+{#- The modules read settings (master_url, ports) from pillar: the one they run with must be today's. #}
+sentry-upgrade-pillar-refreshed:
+  salt.function:
+    - name: saltutil.refresh_pillar
+    - tgt: {{ ([master_id] + replica_ids) | json }}
+    - tgt_type: list
+    - kwarg:
+        wait: true
+    - require:
+      - test: sentry-upgrade-plan
+    - require_in:
+{%- if master_pending %}
+      - salt: sentry-upgrade-master
+{%- endif %}
+{%- for id in replicas_pending %}
+      - salt: sentry-upgrade-replica-{{ id }}
+{%- endfor %}
+
 {%- if master_pending %}
 {%- if replica_ids and front_ids %}
 sentry-upgrade-replicas-caught-up:
@@ -65,7 +83,7 @@ sentry-upgrade-replicas-caught-up:
         timeout: {{ upgrade.sync_timeout }}
     - timeout: {{ upgrade.sync_timeout + 60 }}
     - require:
-      - test: sentry-upgrade-plan
+      - salt: sentry-upgrade-pillar-refreshed
 
 sentry-upgrade-reads-to-replicas:
   salt.state:
