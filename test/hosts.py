@@ -78,6 +78,12 @@ def ensure_bridge() -> None:
 
 
 def remove_bridge() -> None:
+    """Remove the bridge unless a host (of another test run on this machine) is still attached to it."""
+    attached = subprocess.run(
+        ["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True, check=False
+    )
+    if attached.returncode == 0 and attached.stdout.strip():
+        return
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
 
 

@@ -1,0 +1,64 @@
+"""Run inside a test host: Salt's loader (pytest-salt-factories ``Loaders``) over the repository's modules.
+
+Reads ``{"repo", "pillar", "calls": [[kind, function, args, kwargs], ...]}`` as
+JSON on stdin; ``kind`` is ``module`` or ``state``. Prints one JSON list: per
+call ``{"value": ...}`` (a module's return; a state's name, result, changes
+and comment) or ``{"error": ...}`` (a CommandExecutionError's message).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import salt.config
+import yaml
+from salt.exceptions import CommandExecutionError
+from saltfactories.utils.functional import Loaders
+
+
+def make_loaders(repo: str, pillar: dict) -> Loaders:
+    root = Path(tempfile.mkdtemp(prefix="sentry-loader-"))
+    pillar_root = root / "pillar"
+    pillar_root.mkdir()
+    (pillar_root / "top.sls").write_text(yaml.safe_dump({"base": {"*": ["data"]}}))
+    (pillar_root / "data.sls").write_text(yaml.safe_dump(pillar))
+    opts = salt.config.minion_config(None)
+    opts.update(
+        {
+            "root_dir": str(root),
+            "cachedir": str(root / "cache"),
+            "file_client": "local",
+            "file_roots": {"base": [repo]},
+            "pillar_roots": {"base": [str(pillar_root)]},
+            "module_dirs": [f"{repo}/_modules"],
+            "states_dirs": [f"{repo}/_states"],
+        }
+    )
+    loaders = Loaders(opts)
+    loaders.opts["pillar"] = loaders.pillar
+    loaders.reload_all()
+    return loaders
+
+
+def run(loaders: Loaders, kind: str, function: str, args: list, kwargs: dict) -> dict:
+    try:
+        if kind == "module":
+            return {"value": loaders.modules[function](*args, **kwargs)}
+        module, name = function.split(".")
+        result = getattr(getattr(loaders.states, module), name)(*args, **kwargs)
+        return {"value": {key: result.filtered.get(key) for key in ("name", "result", "changes", "comment")}}
+    except CommandExecutionError as exc:
+        return {"error": str(exc)}
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    loaders = make_loaders(request["repo"], request["pillar"])
+    print(json.dumps([run(loaders, *call) for call in request["calls"]]))
+
+
+if __name__ == "__main__":
+    main()
