@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast lint deb debs pins lock clean bench
+.PHONY: deploy test test-fast lint deb debs pins lock clean bench bench-upgrade
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -32,3 +32,6 @@ clean:
 
 bench:           ## benchmarks: ratios measured in one run, printed, never asserted
 	.venv/bin/python test/bench/bench_reapply.py
+
+bench-upgrade:   ## the orchestrated upgrade: failed reads, write window / bare export+import
+	script/bootstrap test && .venv/bin/pytest test/test_upgrade.py -s -q -k keeps_every_file
