@@ -34,6 +34,7 @@ DEFAULT_SERVERDIR = "/var/lib/sentry/data"
 DEFAULT_USER = "sentry"
 NODEINFO = ".nodeinfo"
 HTTP_TIMEOUT = 30
+READY_TIMEOUT = 120  # seconds a (re)started server may take to answer
 
 
 def __virtual__():
@@ -550,6 +551,7 @@ def export(
     finally:
         if was_running and restart:
             _supervisor("start", program)
+            _wait_until_up(None, READY_TIMEOUT)  # back in service when this returns
     return {"path": dest, **export_counts(dest), "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -616,6 +618,7 @@ def import_(
     finally:
         if was_running and restart:
             _supervisor("start", program)
+            _wait_until_up(None, READY_TIMEOUT)  # back in service when this returns
     return {
         "path": serverdir,
         "source": src,
@@ -708,15 +711,22 @@ def _download_sha256(base: str, known: dict) -> str:
     raise CommandExecutionError(f"{known['basename']} is not listed on {known['index']}")
 
 
+def _exported_names(export_path: str) -> dict:
+    """The users and index names in an export: what the imported server must hold."""
+    with open(os.path.join(export_path, EXPORT_INDEX), encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {"users": sorted(data.get("users", {})), "indexes": sorted(data.get("indexes", {}))}
+
+
 def _health_check(url: str | None, before: dict, exported: dict, imported: dict, known: dict | None) -> str:
-    """The freshly imported server holds what the old one held; raises otherwise."""
+    """The freshly imported server holds what was exported (``before``: _exported_names); raises otherwise."""
     base = _server_url(url)
     if any(exported[key] != imported[key] for key in ("users", "indexes", "files")):
         raise CommandExecutionError(f"the import holds other counts than the export: {imported} vs {exported}")
     users, indexes = sorted(list_users(url)), sorted(list_indexes(url))
     if users != before["users"] or indexes != before["indexes"]:
         raise CommandExecutionError(
-            f"users/indexes differ after the import: {users} {indexes}, before {before['users']} {before['indexes']}"
+            f"users/indexes differ after the import: {users} {indexes}, exported {before['users']} {before['indexes']}"
         )
     if known is None:
         return "no release file to download"
@@ -813,7 +823,6 @@ def upgrade(
     current = status(url)
     if current["role"] != "master":
         raise CommandExecutionError(f"{url} is a replica: upgrade it with sentry_admin.upgrade_replica")
-    before = {"users": sorted(list_users(url)), "indexes": sorted(list_indexes(url))}
     steps, state = _Steps(), {"backup": None, "installed": False}
     down_at = time.monotonic()
     try:
@@ -823,7 +832,7 @@ def upgrade(
         _supervisor("stop", program)
         steps("export")
         exported = export(serverdir=serverdir, program=None, user=user)
-        known = _known_file(exported["path"])
+        known, before = _known_file(exported["path"]), _exported_names(exported["path"])
         steps("move data aside")
         state["backup"] = _move_aside(serverdir, "backup")
         steps("install")
