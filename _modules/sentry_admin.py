@@ -489,6 +489,15 @@ def _supervisor(action: str, program: str) -> None:
         raise CommandExecutionError(f"supervisorctl {action} {program} failed: {output}")
 
 
+def _read_export(path: str) -> dict:
+    """The export's index (users, indexes and their files), or a clear error."""
+    try:
+        with open(os.path.join(path, EXPORT_INDEX), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"{path} is not a readable sentry export: {exc}") from None
+
+
 def export_counts(path: str) -> dict:
     """
     Users, indexes and release files in the export at ``path``.
@@ -499,11 +508,7 @@ def export_counts(path: str) -> dict:
 
         salt '*' sentry_admin.export_counts /var/lib/sentry/export-20260101-120000
     """
-    try:
-        with open(os.path.join(path, EXPORT_INDEX), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise CommandExecutionError(f"{path} is not a readable sentry export: {exc}") from None
+    data = _read_export(path)
     indexes = data.get("indexes", {})
     files = sum(len(index.get("files", [])) for index in indexes.values())
     return {
@@ -593,11 +598,7 @@ def import_(
         _supervisor("stop", program)
     try:
         if occupied:
-            backup = os.path.join(os.path.dirname(os.path.abspath(serverdir)), f"_data-backup-{_timestamp()}")
-            stat = os.stat(serverdir)
-            os.rename(serverdir, backup)
-            os.mkdir(serverdir, stat.st_mode & 0o7777)
-            os.chown(serverdir, stat.st_uid, stat.st_gid)
+            backup = _move_aside(serverdir, "backup")
         # Without this the import adds a root/pypi mirror the exported server did not have.
         no_root_pypi = [] if counts["root_pypi"] else ["--no-root-pypi"]
         result = __salt__["cmd.run_all"](
@@ -681,10 +682,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _known_file(export_path: str) -> dict | None:
-    """One release file of the export: its index, project and sha256, to download after the import."""
-    with open(os.path.join(export_path, EXPORT_INDEX), encoding="utf-8") as handle:
-        indexes = json.load(handle).get("indexes", {})
+def _known_file(export_path: str, data: dict) -> dict | None:
+    """One release file of the export (``data``: its index): index, project and sha256, to download later."""
+    indexes = data.get("indexes", {})
     for name in sorted(indexes):
         for entry in indexes[name].get("files", []):
             if entry.get("type") == "releasefile":
@@ -711,10 +711,8 @@ def _download_sha256(base: str, known: dict) -> str:
     raise CommandExecutionError(f"{known['basename']} is not listed on {known['index']}")
 
 
-def _exported_names(export_path: str) -> dict:
-    """The users and index names in an export: what the imported server must hold."""
-    with open(os.path.join(export_path, EXPORT_INDEX), encoding="utf-8") as handle:
-        data = json.load(handle)
+def _exported_names(data: dict) -> dict:
+    """The users and index names in an export's index: what the imported server must hold."""
     return {"users": sorted(data.get("users", {})), "indexes": sorted(data.get("indexes", {}))}
 
 
@@ -790,7 +788,7 @@ def upgrade(
     program: str = "sentry-server",
     nginx_service: str | None = "nginx",
     refresh: bool = True,
-    ready_timeout: float = 120,
+    ready_timeout: float = READY_TIMEOUT,
     user: str = DEFAULT_USER,
     group: str = DEFAULT_USER,
     home: str = "/var/lib/sentry",
@@ -832,7 +830,8 @@ def upgrade(
         _supervisor("stop", program)
         steps("export")
         exported = export(serverdir=serverdir, program=None, user=user)
-        known, before = _known_file(exported["path"]), _exported_names(exported["path"])
+        contents = _read_export(exported["path"])
+        known, before = _known_file(exported["path"], contents), _exported_names(contents)
         steps("move data aside")
         state["backup"] = _move_aside(serverdir, "backup")
         steps("install")
@@ -849,14 +848,9 @@ def upgrade(
         steps("start nginx")
         if nginx_service:
             __salt__["service.start"](nginx_service)
-    except Exception as exc:
-        failed_step = steps.current
+    except Exception as exc:  # whatever failed, the old server comes back
         rolled_back = _roll_back(state, before_version, package, serverdir, program, nginx_service, url, ready_timeout)
-        result = {"role": "master", "failed_step": failed_step, "error": str(exc), "rollback": rolled_back}
-        _record({"changed": False, **result}, home)
-        raise CommandExecutionError(
-            f"upgrade to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
-        ) from None
+        raise _give_up("master", version, steps.current, exc, rolled_back, home) from None
     result = {
         "changed": True,
         "role": "master",
@@ -870,6 +864,19 @@ def upgrade(
     }
     _record(result, home)
     return result
+
+
+def _give_up(
+    role: str, version: str, failed_step: str, exc: Exception, rolled_back: str, home: str
+) -> CommandExecutionError:
+    """Record a failed, rolled back upgrade; the error to raise, naming its step."""
+    _record(
+        {"changed": False, "role": role, "failed_step": failed_step, "error": str(exc), "rollback": rolled_back}, home
+    )
+    what = "upgrade" if role == "master" else "replica upgrade"
+    return CommandExecutionError(
+        f"{what} to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
+    )
 
 
 def _roll_back(state, version, package, serverdir, program, nginx_service, url, ready_timeout) -> str:
@@ -1011,12 +1018,8 @@ def upgrade_replica(
         steps("catch up")
         synced = wait_synced(master_url, timeout=sync_timeout)
     except Exception as exc:  # whatever failed, the old replica comes back
-        failed_step = steps.current
-        rolled_back = _roll_back(state, before_version, package, serverdir, program, None, url, 120)
-        _record({"changed": False, "role": "replica", "failed_step": failed_step, "error": str(exc)}, home)
-        raise CommandExecutionError(
-            f"replica upgrade to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
-        ) from None
+        rolled_back = _roll_back(state, before_version, package, serverdir, program, None, url, READY_TIMEOUT)
+        raise _give_up("replica", version, steps.current, exc, rolled_back, home) from None
     result = {
         "changed": True,
         "role": "replica",
