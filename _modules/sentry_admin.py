@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import xmlrpc.client
 
 import salt.utils.data
 from salt.exceptions import CommandExecutionError
@@ -35,6 +36,7 @@ DEFAULT_USER = "sentry"
 NODEINFO = ".nodeinfo"
 HTTP_TIMEOUT = 30
 READY_TIMEOUT = 120  # seconds a (re)started server may take to answer
+SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
 
 
 def __virtual__():
@@ -477,16 +479,44 @@ def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def _supervisor_api():
+    path = salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:supervisor:socket", SUPERVISOR_SOCKET)
+    try:
+        return __utils__["sentry_supervisor.connect"](path, wait=10)
+    except RuntimeError as exc:
+        raise CommandExecutionError(f"{exc}; is supervisor running (state sentry.supervisor)?") from None
+
+
 def _program_running(program: str | None) -> bool:
-    if not program or not __salt__["cmd.which_bin"](["supervisorctl"]):
+    if not program:
         return False
-    return __salt__["supervisord.status"]().get(program, {}).get("state") in ("RUNNING", "STARTING", "BACKOFF")
+    try:
+        api = _supervisor_api()
+    except CommandExecutionError:
+        return False  # no supervisor, so nothing of ours runs under it
+    return __utils__["sentry_supervisor.state"](api, program) in ("RUNNING", "STARTING", "BACKOFF")
 
 
-def _supervisor(action: str, program: str) -> None:
-    output = __salt__[f"supervisord.{action}"](program)
-    if "ERROR" in output:
-        raise CommandExecutionError(f"supervisorctl {action} {program} failed: {output}")
+def _stop(program: str) -> None:
+    """Stop the supervisor ``program`` and wait until it has exited."""
+    try:
+        __utils__["sentry_supervisor.stop"](_supervisor_api(), program)
+    except xmlrpc.client.Error as exc:
+        raise CommandExecutionError(f"supervisor could not stop {program}: {exc}") from None
+
+
+def _start(program: str, url: str | None, timeout: float = READY_TIMEOUT) -> dict:
+    """Start the supervisor ``program``; status() once the server answers.
+
+    No wait for supervisor's startsecs: the server answering is what counts,
+    and a program that dies meanwhile fails at once with its last output.
+    """
+    api = _supervisor_api()
+    try:
+        __utils__["sentry_supervisor.start"](api, program, wait=False)
+    except xmlrpc.client.Error as exc:
+        raise CommandExecutionError(f"supervisor could not start {program}: {exc}") from None
+    return _wait_until_up(url, timeout, program)
 
 
 def _read_export(path: str) -> dict:
@@ -550,13 +580,12 @@ def export(
         raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to export")
     was_running = _program_running(program)
     if was_running:
-        _supervisor("stop", program)
+        _stop(program)
     try:
         _run_as(user, [SERVER_BIN, "--serverdir", serverdir, "--export", dest])
     finally:
         if was_running and restart:
-            _supervisor("start", program)
-            _wait_until_up(None, READY_TIMEOUT)  # back in service when this returns
+            _start(program, None)  # back in service when this returns
     return {"path": dest, **export_counts(dest), "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -595,7 +624,7 @@ def import_(
         )
     was_running = _program_running(program)
     if was_running:
-        _supervisor("stop", program)
+        _stop(program)
     try:
         if occupied:
             backup = _move_aside(serverdir, "backup")
@@ -618,8 +647,7 @@ def import_(
         shutil.chown(serverdir, user, group)
     finally:
         if was_running and restart:
-            _supervisor("start", program)
-            _wait_until_up(None, READY_TIMEOUT)  # back in service when this returns
+            _start(program, None)  # back in service when this returns
     return {
         "path": serverdir,
         "source": src,
@@ -634,16 +662,23 @@ def import_(
 UPGRADE_LOG = "upgrades.jsonl"
 
 
-def _wait_until_up(url: str | None, timeout: float) -> dict:
-    """status() once the server answers; CommandExecutionError after ``timeout`` seconds."""
+def _wait_until_up(url: str | None, timeout: float, program: str | None = None) -> dict:
+    """status() once the server answers; CommandExecutionError after ``timeout`` seconds,
+    or at once with its last output when the supervisor ``program`` has died."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return status(url)
         except CommandExecutionError as exc:
+            if program:
+                api = _supervisor_api()
+                state = __utils__["sentry_supervisor.state"](api, program)
+                if state in ("FATAL", "EXITED", "STOPPED", "ABSENT"):
+                    output = __utils__["sentry_supervisor.tail"](api, program).strip()[-1000:]
+                    raise CommandExecutionError(f"{program} is {state}; its last output:\n{output}") from None
             if time.monotonic() > deadline:
                 raise CommandExecutionError(f"the server did not come up within {timeout}s: {exc}") from None
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def _move_aside(serverdir: str, label: str) -> str:
@@ -664,6 +699,11 @@ def _put_back(serverdir: str, backup: str) -> str:
     os.rmdir(serverdir)
     os.rename(backup, serverdir)
     return failed
+
+
+def _fetch(package: str, version: str, refresh: bool) -> None:
+    """Download ``version`` of ``package`` into apt's cache while the server still serves."""
+    __salt__["pkg.install"](package, version=version, refresh=refresh, downloadonly=True)
 
 
 def _install(package: str, version: str, refresh: bool) -> None:
@@ -822,12 +862,14 @@ def upgrade(
     if current["role"] != "master":
         raise CommandExecutionError(f"{url} is a replica: upgrade it with sentry_admin.upgrade_replica")
     steps, state = _Steps(), {"backup": None, "installed": False}
+    steps("download")
+    _fetch(package, version, refresh)
     down_at = time.monotonic()
     try:
         steps("stop")
         if nginx_service:
             __salt__["service.stop"](nginx_service)
-        _supervisor("stop", program)
+        _stop(program)
         steps("export")
         exported = export(serverdir=serverdir, program=None, user=user)
         contents = _read_export(exported["path"])
@@ -836,12 +878,11 @@ def upgrade(
         state["backup"] = _move_aside(serverdir, "backup")
         steps("install")
         state["installed"] = True
-        _install(package, version, refresh)
+        _install(package, version, refresh=False)
         steps("import")
         imported = import_(exported["path"], serverdir=serverdir, program=None, user=user, group=group)
         steps("start server")
-        _supervisor("start", program)
-        _wait_until_up(url, ready_timeout)
+        _start(program, url, ready_timeout)
         steps("health check")
         checked = _health_check(url, before, exported, imported, known)
         write_outage = round(time.monotonic() - down_at, 2)
@@ -883,17 +924,13 @@ def _roll_back(state, version, package, serverdir, program, nginx_service, url, 
     """Bring the previous version and data back; returns what was done, raises when even that fails."""
     done = []
     try:
-        try:
-            _supervisor("stop", program)
-        except CommandExecutionError:
-            pass  # not running
+        _stop(program)
         if state["backup"]:
             done.append(f"new data kept in {_put_back(serverdir, state['backup'])}, old data back in {serverdir}")
         if state["installed"] and __salt__["pkg.version"](package) != version:
             _install(package, version, refresh=False)
             done.append(f"{package} {version} reinstalled")
-        _supervisor("start", program)
-        _wait_until_up(url, ready_timeout)
+        _start(program, url, ready_timeout)
         if nginx_service:
             __salt__["service.start"](nginx_service)
         done.append("server and nginx running")
@@ -1000,21 +1037,23 @@ def upgrade_replica(
         return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
     url = _server_url(None)
     steps, state = _Steps(), {"backup": None, "installed": False}
+    if before_version != version:
+        steps("download")
+        _fetch(package, version, refresh)
     down_at = time.monotonic()
     try:
         steps("stop")
-        if _program_running(program):
-            _supervisor("stop", program)
+        _stop(program)
         steps("install")
         state["installed"] = True
         if before_version != version:
-            _install(package, version, refresh)
+            _install(package, version, refresh=False)
         steps("move data aside")
         state["backup"] = _move_aside(serverdir, "backup")
         steps("initialise")
         initialise(serverdir, master_url=master_url, user=user)
         steps("start server")
-        _supervisor("start", program)
+        _start(program, url)
         steps("catch up")
         synced = wait_synced(master_url, timeout=sync_timeout)
     except Exception as exc:  # whatever failed, the old replica comes back

@@ -1,8 +1,8 @@
 """Keep a supervisor program running, restarting it only when something it reads changed.
 
 Salt's own supervisord state left the core; this is the part the formula needs.
-It speaks supervisor's XML-RPC API on its unix socket (no supervisorctl
-processes, no parsing of their output).
+It speaks supervisor's XML-RPC API on its unix socket through
+``_utils/sentry_supervisor.py`` (no supervisorctl processes, no parsing).
 
 .. code-block:: yaml
 
@@ -20,9 +20,7 @@ this run already did.
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +30,6 @@ __virtualname__ = "sentry_program"
 
 DEFAULT_SOCKET = "/var/run/supervisor.sock"
 RESTARTED = "sentry_program.restarted"
-BAD_NAME = 10  # supervisor's fault code for an unknown program
 RUNNING_STATES = ("RUNNING", "STARTING", "BACKOFF")
 
 
@@ -40,42 +37,12 @@ def __virtual__():
     return __virtualname__
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        self._path, self._timeout = path, timeout
-
-    def make_connection(self, host):
-        return _UnixConnection(self._path, self._timeout)
-
-
-def _supervisor(path: str, timeout: float = 30):
-    return xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(path, timeout)).supervisor
-
-
 def _connect(path: str, wait: float):
-    """The supervisor API, waiting up to ``wait`` s: its socket appears a moment after the init script returns."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            api = _supervisor(path)
-            api.getPID()
-            return api
-        except (OSError, xmlrpc.client.Error) as exc:
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"supervisord does not answer on {path}: {exc}") from None
-            time.sleep(0.3)
+    return __utils__["sentry_supervisor.connect"](path, wait=wait)
+
+
+def _state(api, name: str) -> str:
+    return __utils__["sentry_supervisor.state"](api, name)
 
 
 def _pending_config(api, name: str) -> str | None:
@@ -86,15 +53,6 @@ def _pending_config(api, name: str) -> str | None:
     if name in changed:
         return "changed"
     return None
-
-
-def _state(api, name: str) -> str:
-    try:
-        return api.getProcessInfo(name)["statename"]
-    except xmlrpc.client.Fault as fault:
-        if fault.faultCode == BAD_NAME:
-            return "ABSENT"
-        raise
 
 
 def _apply_config(api, name: str, pending: str) -> None:
@@ -129,10 +87,7 @@ def _wait_until_ready(api, name: str, url: str | None, timeout: float) -> str | 
             return None
         time.sleep(0.3)
         state = _state(api, name)
-    try:
-        tail = api.tailProcessStdoutLog(name, 0, 2000)[0]
-    except xmlrpc.client.Fault:
-        tail = ""
+    tail = __utils__["sentry_supervisor.tail"](api, name)
     return f"{name} is {state}, not ready within {timeout}s; last output:\n{tail}"
 
 

@@ -35,6 +35,7 @@ def make_loaders(repo: str, pillar: dict) -> Loaders:
             "pillar_roots": {"base": [str(pillar_root)]},
             "module_dirs": [f"{repo}/_modules"],
             "states_dirs": [f"{repo}/_states"],
+            "utils_dirs": [f"{repo}/_utils"],
         }
     )
     loaders = Loaders(opts)

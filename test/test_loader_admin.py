@@ -57,6 +57,7 @@ def test_without_the_package_the_module_says_why(tmp_path):
             "cachedir": str(tmp_path / "cache"),
             "file_client": "local",
             "module_dirs": [str(REPO / "_modules")],
+            "utils_dirs": [str(REPO / "_utils")],
         }
     )
     loaders = Loaders(opts)

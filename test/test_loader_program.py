@@ -66,6 +66,7 @@ def loaders(tmp_path_factory):
             "file_client": "local",
             "states_dirs": [str(REPO / "_states")],
             "module_dirs": [str(REPO / "_modules")],
+            "utils_dirs": [str(REPO / "_utils")],
         }
     )
     return Loaders(opts)

@@ -293,7 +293,8 @@ def test_upgrade_keeps_every_file_and_reads_never_fail(upgradable):
         f"reads through the front: {traffic.reads}, failed {traffic.failed_reads} {traffic.read_errors[:5]}\n"
         f"write-unavailable window: {outage:.1f}s (master says {report['write_outage_seconds']}s); "
         f"bare export+import {bare:.1f}s; window / bare = {outage / bare:.2f} (goal <= 1.2 + 10 s / bare = "
-        f"{1.2 + 10 / bare:.2f})"
+        f"{1.2 + 10 / bare:.2f})\n"
+        f"master's steps (s): {report['steps']}"
     )
     assert traffic.reads > 20 and traffic.failed_reads == 0, traffic.read_errors[:10]
     assert outage > 0, "no write was ever refused: the writer did not see the master go"
