@@ -782,6 +782,35 @@ def _record(result: dict, home: str) -> None:
         log.warning("sentry_admin: could not record the upgrade in %s: %s", home, exc)
 
 
+BACKUP_KINDS = {"backup": "_data-backup-", "failed": "_data-failed-", "export": "export-"}
+
+
+def backups(home: str = "/var/lib/sentry") -> dict[str, list[str]]:
+    """
+    What upgrades, imports and exports left in ``home``, by kind (``backup``:
+    data moved aside, ``failed``: data of a failed attempt, ``export``),
+    newest first. sentry.prune_backups removes the older ones.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.backups
+    """
+    try:
+        names = sorted(os.listdir(home), reverse=True)  # the names end in a timestamp
+    except FileNotFoundError:
+        names = []
+    return {
+        kind: [
+            os.path.join(home, name)
+            for name in names
+            if name.startswith(prefix) and os.path.isdir(os.path.join(home, name))
+        ]
+        for kind, prefix in BACKUP_KINDS.items()
+    }
+
+
 def last_upgrade(home: str = "/var/lib/sentry") -> dict | None:
     """
     The last upgrade this minion went through (sentry_admin.upgrade or
@@ -832,6 +861,7 @@ def upgrade(
     user: str = DEFAULT_USER,
     group: str = DEFAULT_USER,
     home: str = "/var/lib/sentry",
+    reads_elsewhere: bool = False,
 ) -> dict:
     """
     Upgrade a master (or standalone) server to package ``version`` the safe
@@ -844,6 +874,12 @@ def upgrade(
     ``_data-failed-<timestamp>``, the backup comes back, the previous version
     is reinstalled and started; the error names the step. Nothing is deleted.
     At ``version`` already, it changes nothing.
+
+    The result (also kept for ``last_upgrade``) holds the seconds writes were
+    refused (``write_outage_seconds``: server stopped until healthy again) and
+    reads were (``read_outage_seconds``: nginx stopped until started again; 0
+    with ``reads_elsewhere=True``, which sentry.upgrade passes when a front
+    sent the reads to caught-up replicas meanwhile).
 
     CLI Example:
 
@@ -889,6 +925,7 @@ def upgrade(
         steps("start nginx")
         if nginx_service:
             __salt__["service.start"](nginx_service)
+        down = round(time.monotonic() - down_at, 2)
     except Exception as exc:  # whatever failed, the old server comes back
         rolled_back = _roll_back(state, before_version, package, serverdir, program, nginx_service, url, ready_timeout)
         raise _give_up("master", version, steps.current, exc, rolled_back, home) from None
@@ -901,6 +938,7 @@ def upgrade(
         "backup": state["backup"],
         "health": checked,
         "write_outage_seconds": write_outage,
+        "read_outage_seconds": 0.0 if reads_elsewhere else down,
         "steps": steps.done(),
     }
     _record(result, home)
@@ -1005,6 +1043,7 @@ def upgrade_replica(
     sync_timeout: float = 600,
     user: str = DEFAULT_USER,
     home: str = "/var/lib/sentry",
+    reads_elsewhere: bool = False,
 ) -> dict:
     """
     Bring a replica to package ``version`` and to its (upgraded) master: stop
@@ -1014,7 +1053,9 @@ def upgrade_replica(
     follows its master is left alone.
 
     On failure the previous data and version come back and the error names
-    the step. Nothing is deleted.
+    the step. Nothing is deleted. ``read_outage_seconds`` in the result is the
+    time it was down, or 0 with ``reads_elsewhere=True`` (it was drained on a
+    front meanwhile, as sentry.upgrade does).
 
     CLI Example:
 
@@ -1066,6 +1107,7 @@ def upgrade_replica(
         "backup": state["backup"],
         "serial": synced["serial"],
         "down_seconds": round(time.monotonic() - down_at, 2),
+        "read_outage_seconds": 0.0 if reads_elsewhere else round(time.monotonic() - down_at, 2),
         "steps": steps.done(),
     }
     _record(result, home)

@@ -109,6 +109,7 @@ sentry-upgrade-master:
       - "{{ upgrade.version }}"
     - kwarg:
         refresh: {{ upgrade.refresh }}
+        reads_elsewhere: {{ "true" if replica_ids and front_ids else "false" }}
     - timeout: {{ function_timeout }}
     - require:
       - test: sentry-upgrade-plan
@@ -153,6 +154,7 @@ sentry-upgrade-replica-{{ id }}:
     - kwarg:
         refresh: {{ upgrade.refresh }}
         sync_timeout: {{ upgrade.sync_timeout }}
+        reads_elsewhere: {{ "true" if front_ids else "false" }}
     - timeout: {{ function_timeout }}
     - require:
       - {{ previous.step }}

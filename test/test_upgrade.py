@@ -297,6 +297,8 @@ def test_upgrade_keeps_every_file_and_reads_never_fail(upgradable):
         f"master's steps (s): {report['steps']}"
     )
     assert traffic.reads > 20 and traffic.failed_reads == 0, traffic.read_errors[:10]
+    assert report["read_outage_seconds"] == 0.0, report  # the front sent reads to the replicas
+    assert report["write_outage_seconds"] > 0
     assert outage > 0, "no write was ever refused: the writer did not see the master go"
 
 
@@ -306,3 +308,23 @@ def test_running_it_again_at_the_same_version_changes_nothing(upgradable):
     states = orchestration_states(ran)
     assert [key.split("_|-")[1] for key in states] == ["sentry-upgrade-nothing-to-do"], list(states)
     assert all(not state["changes"] for state in states.values())
+
+
+def test_prune_backups_keeps_the_newest_of_each_kind(upgradable):
+    master = upgradable.hosts[PRIMARY]
+    listed = upgradable.call(PRIMARY, "sentry_admin.backups")
+    # the failed attempt left its data and export; the upgrade its backup and export
+    assert [len(listed[kind]) for kind in ("backup", "failed", "export")] == [1, 1, 2], listed
+
+    planned = upgradable.cluster.apply(PRIMARY, "sentry.prune_backups", "test=True")[PRIMARY]
+    would_go = sorted(state["name"] for state in planned.values() if state["result"] is None)
+    assert would_go == [listed["export"][1]], planned
+    assert upgradable.call(PRIMARY, "sentry_admin.backups") == listed  # test=True removed nothing
+
+    pruned = upgradable.cluster.apply(PRIMARY, "sentry.prune_backups")[PRIMARY]
+    assert sorted(state["name"] for state in pruned.values() if state["changes"]) == would_go
+    left = upgradable.call(PRIMARY, "sentry_admin.backups")
+    assert left == {**listed, "export": listed["export"][:1]}
+    assert master.sh(f"test -d {listed['export'][0]}").returncode == 0
+    again = upgradable.cluster.apply(PRIMARY, "sentry.prune_backups")[PRIMARY]
+    assert not any(state["changes"] for state in again.values())
