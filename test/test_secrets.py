@@ -1,0 +1,158 @@
+"""Secrets stay secret: pillar.example applied for real, then export and import, then a search for them.
+
+The root and user passwords and the replication secret must not show in any
+process's argv (sampled all along), in the minion's debug log, in state
+output or returned data, or in any file others may read. The secret file is
+0600, the service user's, made once and kept.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, MasterlessSalt, new_host
+
+pytestmark = pytest.mark.slow
+
+ROOT_PASSWORD = f"Root-{secrets.token_urlsafe(12)}"
+ALICE_PASSWORD = f"Alice-{secrets.token_urlsafe(12)}"
+SECRETFILE = "/var/lib/sentry/.secret"
+MINION_LOG = f"{MasterlessSalt.CONF}/root/var/log/salt/minion"
+
+
+class ArgvWatch:
+    """Every command line of every process on the machine, sampled until stopped."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.seen: set[str] = set()
+        self._interval, self._stop = interval, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ArgvWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        self.seen.add(
+                            Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                        )
+                    except OSError:
+                        pass  # gone meanwhile
+            self._stop.wait(self._interval)
+
+
+def example_pillar(deb_inside: str) -> dict:
+    """pillar.example as it is, but for the deb built here and passwords of this run."""
+    pillar = yaml.safe_load((REPO / "pillar.example").read_text())
+    pillar["sentry"]["package"]["deb"] = deb_inside
+    pillar["sentry"]["server"]["root_password"] = ROOT_PASSWORD
+    pillar["sentry"]["bootstrap"]["users"]["alice"]["password"] = ALICE_PASSWORD
+    return pillar
+
+
+def readable_by_others(host, relative: Path) -> bool:
+    """The file and every folder above it let anyone in (as seen inside the host)."""
+    inside = Path("/") / relative
+    if not host.path(inside).stat().st_mode & stat.S_IROTH:
+        return False
+    return all(host.path(folder).stat().st_mode & stat.S_IXOTH for folder in inside.parents)
+
+
+@pytest.fixture(scope="module")
+def applied(sentry_deb):
+    with new_host("secrets") as host:
+        host.prepare_services()
+        deb_inside = f"/srv/debs/{sentry_deb.name}"
+        host.path("/srv/debs").mkdir(parents=True)
+        shutil.copy(sentry_deb, host.path(deb_inside))
+        salt = MasterlessSalt(host, example_pillar(deb_inside))
+        host.run(["chmod", "0700", MasterlessSalt.CONF])  # the pillar's home, as script/deploy keeps it
+        outputs = []
+        with ArgvWatch() as argv:
+            first = salt.apply("sentry")
+            outputs += [first.stdout, first.stderr]
+            assert first.succeeded, first.failed or first.errors
+            secret_made = host.path(SECRETFILE).read_bytes()
+            exported = salt.call("sentry_admin.export", "/var/lib/sentry/export-secrets-test")
+            imported = salt.call("sentry_admin.import", "/var/lib/sentry/export-secrets-test", "move_aside=True")
+            users = salt.call("sentry_admin.list_users")
+            again = salt.apply("sentry")
+            outputs += [run.stdout + run.stderr for run in (exported, imported, users, again)]
+        yield {
+            "host": host,
+            "salt": salt,
+            "argv": argv.seen,
+            "outputs": outputs,
+            "again": again,
+            "users": users.stdout,
+            "secret_made": secret_made,
+        }
+
+
+def secret_values(applied) -> dict[str, str]:
+    return {
+        "root password": ROOT_PASSWORD,
+        "alice's password": ALICE_PASSWORD,
+        "replication secret": applied["secret_made"].decode().strip(),
+    }
+
+
+def test_the_run_did_what_it_should(applied):
+    assert applied["again"].succeeded and not applied["again"].changed, applied["again"].changed
+    assert '"alice"' in applied["users"]
+    assert len(applied["secret_made"].strip()) >= 32
+
+
+def test_no_secret_in_any_command_line(applied):
+    assert len(applied["argv"]) > 50, "the sampler saw too little to prove anything"
+    assert any("sentry-server" in line for line in applied["argv"])
+    for what, value in secret_values(applied).items():
+        assert not [line for line in applied["argv"] if value in line], what
+
+
+def test_no_secret_in_state_output_returned_data_or_the_debug_log(applied):
+    log = applied["host"].path(MINION_LOG).read_text(errors="replace")
+    assert "[DEBUG" in log and "sentry_admin" in log, "the minion log is not at debug level"
+    for what, value in secret_values(applied).items():
+        assert value not in log, f"{what} in the minion log"
+        for output in applied["outputs"]:
+            assert value not in output, f"{what} in salt-call output"
+
+
+def test_no_secret_in_a_file_others_may_read(applied):
+    host = applied["host"]
+    values = {what: value.encode() for what, value in secret_values(applied).items()}
+    leaks, looked_at = [], 0
+    for root, _dirs, files in os.walk(host.changes):
+        for name in files:
+            relative = Path(root, name).relative_to(host.changes)
+            if not host.path(Path("/") / relative).is_file() or not readable_by_others(host, relative):
+                continue
+            looked_at += 1
+            content = host.path(Path("/") / relative).read_bytes()
+            leaks += [f"/{relative}: {what}" for what, value in values.items() if value in content]
+    assert looked_at > 20
+    assert leaks == []
+
+
+def test_the_secret_file_is_the_service_users_alone_and_kept(applied):
+    host = applied["host"]
+    info = host.path(SECRETFILE).stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert host.run(["stat", "-c", "%U:%G", SECRETFILE]).stdout.strip() == "sentry:sentry"
+    assert host.path(SECRETFILE).read_bytes() == applied["secret_made"]  # the re-apply kept it
