@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast lint deb debs pins lock clean bench bench-upgrade
+.PHONY: deploy test test-fast lint readme deb debs pins lock clean bench bench-upgrade
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -14,6 +14,9 @@ test-fast:       ## skip the slow end-to-end tests
 
 lint:
 	script/lint
+
+readme:          ## README's pillar table from sentry/defaults.yaml
+	.venv/bin/python script/pillar_table.py
 
 deb:             ## make deb SENTRY_VERSION=6.14.0
 	packaging/build-deb $(SENTRY_VERSION)
