@@ -45,7 +45,10 @@ def deb_version(deb: Path) -> str:
 
 
 def cluster_pillars(addresses: dict[str, str], version: str) -> dict[str, dict]:
-    """Minion id -> pillar: the master node, replicas following it through its nginx, the front."""
+    """Minion id -> pillar: the master node, replicas following it through its nginx, the front.
+
+    The master's nginx lets the replicas (not the front) read /+changelog and /+status.
+    """
     package = {"source": "repo", "version": version}
     master = addresses[PRIMARY]
     pillars = {
@@ -53,6 +56,7 @@ def cluster_pillars(addresses: dict[str, str], version: str) -> dict[str, dict]:
             "sentry": {
                 "package": package,
                 "server": {"root_password": ROOT_PASSWORD, "role": "primary", "secret": SECRET, "no_root_pypi": True},
+                "nginx": {"replica_addresses": [addresses[replica] for replica in REPLICAS]},
                 "bootstrap": {
                     "users": {"alice": {"password": ALICE_PASSWORD}},
                     "indexes": {"alice/dev": {"bases": []}},

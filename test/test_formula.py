@@ -83,14 +83,17 @@ def probe_wheel(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uploaded(deployment, probe_wheel):
-    """alice/dev (bases root/pypi) with the probe wheel, uploaded through nginx with the sentry client."""
+    """alice/dev (bases root/pypi) with the probe wheel, uploaded through nginx with the sentry client.
+
+    Only root makes users and indexes (server:restrict_modify); alice uploads.
+    """
     host = deployment.host
     shutil.copy(probe_wheel, host.path("/tmp") / probe_wheel.name)
     sentry_client(host, "use", "http://127.0.0.1/")
     sentry_client(host, "login", "root", password=ROOT_PASSWORD)
     sentry_client(host, "user", "-c", "alice", "email=alice@example.org", password=ALICE_PASSWORD)
+    sentry_client(host, "index", "-c", "alice/dev", "bases=root/pypi")
     sentry_client(host, "login", "alice", password=ALICE_PASSWORD)
-    sentry_client(host, "index", "-c", "dev", "bases=root/pypi")
     sentry_client(host, "use", "alice/dev")
     sentry_client(host, "upload", f"/tmp/{probe_wheel.name}")
     project = json.loads(deployment.curl("http://127.0.0.1/alice/dev/formula-probe", "-H", "Accept: application/json"))

@@ -92,6 +92,19 @@ def render_host():
         ({"server": {"root_password": "x", "extra_args": "--debug"}}, "sentry:server:extra_args must be a list"),
         ({"nginx": {"tls": {"enabled": True}}}, "sentry:nginx:tls:enabled needs sentry:nginx:tls:cert"),
         ({"nginx": {"tls": {"enabled": "yes"}}}, "sentry:nginx:tls:enabled must be a boolean, got string"),
+        ({"server": {"root_password": "x", "host": "0.0.0.0"}}, "sentry:server:host must be a loopback address"),  # noqa: S104
+        ({"nginx": {"replica_addresses": "10.0.0.2"}}, "sentry:nginx:replica_addresses must be a list, got string"),
+        ({"nginx": {"replica_addresses": ["all"]}}, "sentry:nginx:replica_addresses: each is an IP address or network"),
+        ({"nginx": {"replica_addresses": ["10.0.0.0/33"]}}, "sentry:nginx:replica_addresses: each is an IP address"),
+        ({"server": {"root_password": "x", "restrict_modify": "root alice"}}, "sentry:server:restrict_modify is user"),
+        (
+            {"server": {"root_password": "x", "restrict_modify": ["root"]}},
+            "sentry:server:restrict_modify must be a string",
+        ),
+        (
+            {"server": {"root_password": "x", "restrict_modify": "alice"}, "bootstrap": {"users": {"bob": {}}}},
+            "sentry:server:restrict_modify must include root for sentry:bootstrap",
+        ),
     ],
 )
 def test_bad_pillar_fails_at_render_naming_the_key(render_host, pillar, message):

@@ -11,6 +11,7 @@ nothing.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -23,7 +24,17 @@ import pytest
 from aptrepo import use_apt_repo
 from cluster import SaltCluster, failed
 from conftest import sentry_client
-from test_cluster import ALICE_PASSWORD, FRONT, NODES, PRIMARY, REPLICAS, STATE_TOP, cluster_pillars, deb_version
+from test_cluster import (
+    ALICE_PASSWORD,
+    FRONT,
+    NODES,
+    PRIMARY,
+    REPLICAS,
+    ROOT_PASSWORD,
+    STATE_TOP,
+    cluster_pillars,
+    deb_version,
+)
 from wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -114,6 +125,17 @@ class Upgradable:
         with no_proxy_opener().open(self.front_url + self.known_file, timeout=30) as response:
             return hashlib.sha256(response.read()).hexdigest()
 
+    def root_auth(self) -> str:
+        """The X-Devpi-Auth header of root, logged in through the front (only root makes users)."""
+        request = urllib.request.Request(  # noqa: S310 - the test's own http URL
+            f"{self.front_url}/+login",
+            data=json.dumps({"user": "root", "password": ROOT_PASSWORD}).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        with no_proxy_opener().open(request, timeout=30) as response:
+            token = json.loads(response.read())["result"]["password"]
+        return base64.b64encode(f"root:{token}".encode()).decode()
+
 
 @pytest.fixture(scope="module")
 def upgradable(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
@@ -167,10 +189,12 @@ def upload_release_files(deployment: Upgradable, folder: Path) -> None:
 
 
 class Traffic:
-    """A reader fetching the known file and a writer making users through the front, until stopped."""
+    """A reader fetching the known file and a writer making users (as root) through the front, until stopped."""
 
     def __init__(self, deployment: Upgradable, expected_sha256: str) -> None:
         self.deployment, self.expected = deployment, expected_sha256
+        # Logged in once, before the upgrade: the token stays valid across it (same secret).
+        self.auth = deployment.root_auth()
         self.reads = self.failed_reads = 0
         self.read_errors: list[str] = []
         self.writes: list[tuple[float, str, bool]] = []  # (time, user, acknowledged)
@@ -211,7 +235,7 @@ class Traffic:
                 f"{self.deployment.front_url}/{user}",
                 data=body,
                 method="PUT",
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                headers={"Content-Type": "application/json", "Accept": "application/json", "X-Devpi-Auth": self.auth},
             )
             try:
                 with no_proxy_opener().open(request, timeout=10) as response:

@@ -12,6 +12,7 @@ sentry-front-nginx-package:
   pkg.installed:
     - name: {{ nginx.package }}
 
+{#- nginx's master (root) reads it; no one else needs to. #}
 sentry-front-site-file:
   file.managed:
     - name: {{ site_file }}
@@ -21,7 +22,7 @@ sentry-front-site-file:
         sentry: {{ template_context | json }}
     - user: root
     - group: root
-    - mode: "0644"
+    - mode: "0640"
     - require:
       - pkg: sentry-front-nginx-package
 

@@ -21,6 +21,7 @@ sentry-nginx-reads-serverdir:
       - pkg: sentry-nginx-package
       - user: sentry-user
 
+{#- nginx's master (root) reads it; the service group may, no one else. #}
 sentry-nginx-site-file:
   file.managed:
     - name: {{ site_file }}
@@ -29,10 +30,11 @@ sentry-nginx-site-file:
     - context:
         sentry: {{ template_context | json }}
     - user: root
-    - group: root
-    - mode: "0644"
+    - group: {{ sentry.user.group }}
+    - mode: "0640"
     - require:
       - pkg: sentry-nginx-package
+      - group: sentry-user-group
 
 sentry-nginx-site-enabled:
   file.symlink:

@@ -21,6 +21,7 @@ sentry-supervisor-service:
     - require:
       - pkg: sentry-supervisor-package
 
+{#- supervisord (root) reads it; the service group may, no one else. #}
 sentry-supervisor-program-file:
   file.managed:
     - name: {{ supervisor.confdir }}/{{ program }}.conf
@@ -29,10 +30,11 @@ sentry-supervisor-program-file:
     - context:
         sentry: {{ template_context | json }}
     - user: root
-    - group: root
-    - mode: "0644"
+    - group: {{ sentry.user.group }}
+    - mode: "0640"
     - require:
       - pkg: sentry-supervisor-package
+      - group: sentry-user-group
 
 sentry-supervisor-program-running:
   sentry_program.running:

@@ -2,6 +2,10 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
 
+include:
+  - {{ tplroot }}.user
+
+{#- Read by the server (the service group); written by root only. #}
 sentry-theme-files:
   file.recurse:
     - name: {{ sentry.theme.dir }}
@@ -10,8 +14,10 @@ sentry-theme-files:
     - context:
         sentry: {{ template_context | json }}
     - user: root
-    - group: root
-    - file_mode: "0644"
-    - dir_mode: "0755"
+    - group: {{ sentry.user.group }}
+    - file_mode: "0640"
+    - dir_mode: "0750"
     - makedirs: true
     - clean: true
+    - require:
+      - group: sentry-user-group

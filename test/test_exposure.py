@@ -1,0 +1,250 @@
+"""What a deployed sentry shows the network (issue 6, exposure).
+
+One test host with an address on the test bridge: this test process, in the
+machine's own namespace, is a caller from outside (the host sees the bridge's
+address, not loopback). Only nginx listens beyond loopback; /+changelog and
+/+status answer only loopback and the configured replica addresses, also not
+through a front; uploads are bounded; only root makes users and indexes; the
+files the formula writes have tight modes and owners.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from cluster import no_route_out
+from conftest import MasterlessSalt, new_host, sentry_client
+from hosts import BRIDGE_ADDRESS, host_address
+from wheels import make_wheel
+
+pytestmark = pytest.mark.slow
+
+ADDRESS = host_address(41)
+ROOT_PASSWORD = "Exposure-Root-pw-41"
+UPLOADER_PASSWORD = "Exposure-Up-pw-42"
+NGINX_STATES = {"sentry-nginx-site-file", "sentry-nginx-config-valid", "sentry-nginx-service"}
+CLIENT = {"DEVPI_CLIENTDIR": "/tmp/sentry-client"}
+
+
+def pillar(deb, **nginx) -> dict:
+    return {
+        "sentry": {
+            "package": {"source": "deb", "deb": str(deb)},
+            # A master: replicas could follow it, so its changelog is served.
+            "server": {"root_password": ROOT_PASSWORD, "offline_mode": True, "role": "primary"},
+            "nginx": nginx,
+        }
+    }
+
+
+def outside(
+    path: str, method: str = "GET", body: bytes | None = None, port: int = 80, **headers: str
+) -> tuple[int, bytes]:
+    """A request from this process (outside the host), with no proxy: the status and the body."""
+    request = urllib.request.Request(f"http://{ADDRESS}:{port}{path}", data=body, method=method, headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def refused_by_nginx(code: int, body: bytes | str) -> bool:
+    """nginx's own 403 page, not an answer of the server (which refuses a changelog read without a replica's token)."""
+    return code == 403 and "<center>nginx" in (body.decode(errors="replace") if isinstance(body, bytes) else body)
+
+
+def api(path: str, method: str, data: dict, auth: str = "") -> tuple[int, bytes]:
+    """A JSON request to the HTTP API from outside, as the user of ``auth`` (X-Devpi-Auth) or anonymous."""
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if auth:
+        headers["X-Devpi-Auth"] = auth
+    return outside(path, method, json.dumps(data).encode(), **headers)
+
+
+def login(user: str, password: str) -> str:
+    """X-Devpi-Auth for ``user``, logged in from outside; the password goes in the request body."""
+    code, body = api("/+login", "POST", {"user": user, "password": password})
+    assert code == 200, body
+    token = json.loads(body)["result"]["password"]
+    return base64.b64encode(f"{user}:{token}".encode()).decode()
+
+
+class Exposed:
+    def __init__(self, host, salt: MasterlessSalt, deb) -> None:
+        self.host, self.salt, self.deb = host, salt, deb
+
+    def inside(self, path: str, *options: str) -> tuple[int, str]:
+        """GET through nginx from inside the host (loopback): the status and the body."""
+        fetched = self.host.run(
+            ["curl", "-sS", "-o", "/tmp/inside", "-w", "%{http_code}", *options, f"http://127.0.0.1{path}"]
+        )
+        return int(fetched.stdout), self.host.path("/tmp/inside").read_text()
+
+    def apply(self, pillar_: dict, sls: str = "sentry"):
+        self.salt.set_pillar(pillar_)
+        run = self.salt.apply(sls)
+        assert run.succeeded, run.failed or run.errors
+        return run
+
+
+@pytest.fixture(scope="module")
+def exposed(sentry_deb):
+    with new_host("exposure", address=ADDRESS) as host:
+        no_route_out(host)  # nothing to fetch from elsewhere; fail at once rather than time out
+        host.prepare_services()
+        salt = MasterlessSalt(host, pillar(sentry_deb))
+        deployed = Exposed(host, salt, sentry_deb)
+        deployed.first = salt.apply("sentry")
+        yield deployed
+
+
+def test_first_apply_succeeds(exposed):
+    assert exposed.first.succeeded, exposed.first.failed or exposed.first.errors
+
+
+def test_only_nginx_listens_beyond_loopback(exposed):
+    listening = exposed.host.run(["ss", "-Hltnp"]).stdout.splitlines()
+    server_pid = exposed.host.run(["supervisorctl", "pid", "sentry-server"]).stdout.strip()
+    sockets = []  # (address, port, process names, pids)
+    for line in listening:
+        local = line.split()[3]
+        address, port = local.rsplit(":", 1)
+        sockets.append((address, int(port), set(re.findall(r'"([^"]+)"', line)), set(re.findall(r"pid=(\d+)", line))))
+    assert [(address, port) for address, port, _, pids in sockets if server_pid in pids] == [("127.0.0.1", 3141)], (
+        listening
+    )
+    beyond_loopback = [
+        (address, port, names) for address, port, names, _ in sockets if address not in ("127.0.0.1", "[::1]")
+    ]
+    assert beyond_loopback, listening
+    assert all(names == {"nginx"} and port == 80 for _, port, names in beyond_loopback), listening
+    anywhere = {"0.0.0.0", "*", "[::]"}  # noqa: S104 - what nginx's 'listen 80' binds
+    assert {address for address, _, _ in beyond_loopback} <= anywhere, listening
+
+
+def test_changelog_and_status_are_closed_to_outside(exposed):
+    for path in ("/+changelog/0", "/+changelog/0-", "/+status", "/%2Bstatus", "//+status", "/alice/../+changelog/0"):
+        assert refused_by_nginx(*outside(path, Accept="application/json")), path
+    # The rest of the API is open, and nginx tells the server the URL it is reached at.
+    code, body = outside("/+api", Accept="application/json")
+    assert code == 200
+    assert json.loads(body)["result"]["login"] == f"http://{ADDRESS}/+login"
+
+
+def test_changelog_and_status_answer_on_loopback(exposed):
+    code, body = exposed.inside("/+status", "-H", "Accept: application/json")
+    assert code == 200, body
+    assert json.loads(body)["result"]["serial"] >= 0
+    # The server itself answers (and wants a replica's token: a replica sends one).
+    code, body = exposed.inside("/+changelog/0")
+    assert code < 500 and not refused_by_nginx(code, body), (code, body)
+
+
+def test_a_replica_address_may_read_them(exposed):
+    opened = exposed.apply(pillar(exposed.deb, replica_addresses=[BRIDGE_ADDRESS]))
+    try:
+        assert set(opened.changed) == NGINX_STATES
+        code, body = outside("/+status", Accept="application/json")
+        assert code == 200, body
+        assert json.loads(body)["result"]["serial"] >= 0
+        code, body = outside("/+changelog/0")
+        assert code < 500 and not refused_by_nginx(code, body), (code, body)
+    finally:
+        exposed.apply(pillar(exposed.deb))
+    assert refused_by_nginx(*outside("/+status"))
+
+
+def test_a_front_never_passes_them_on(exposed):
+    """The master sees the front (here on loopback, so allowed) as the caller: the front must refuse."""
+    with_front = pillar(exposed.deb)
+    with_front["sentry"]["front"] = {"master": "127.0.0.1:80", "port": 8080}
+    exposed.apply(with_front, "sentry.front")
+    try:
+        assert refused_by_nginx(*outside("/+status", port=8080))
+        assert refused_by_nginx(*outside("/+changelog/0", port=8080))
+        code, body = outside("/+api", port=8080, Accept="application/json")
+        assert code == 200, body
+    finally:
+        exposed.apply(with_front, "sentry.front.clean")
+        exposed.salt.set_pillar(pillar(exposed.deb))
+    assert exposed.host.run(["curl", "-sS", "http://127.0.0.1:8080/"], check=False).returncode != 0
+
+
+def test_only_root_makes_users_and_indexes(exposed):
+    assert "--restrict-modify root" in exposed.host.run(["ps", "-eo", "args"]).stdout
+    code, answer = api("/uploader", "PUT", {"password": UPLOADER_PASSWORD})
+    assert code in (401, 403), answer
+    root = login("root", ROOT_PASSWORD)
+    code, answer = api("/uploader", "PUT", {"password": UPLOADER_PASSWORD}, auth=root)
+    assert code == 201, answer
+    code, answer = api("/uploader/dev", "PUT", {"bases": []}, auth=root)
+    assert code in (200, 201), answer
+    # A user cannot make indexes of their own either.
+    code, answer = api("/uploader/own", "PUT", {"bases": []}, auth=login("uploader", UPLOADER_PASSWORD))
+    assert code == 403, answer
+
+
+def upload(exposed, wheel) -> subprocess.CompletedProcess:
+    """The sentry client's upload of ``wheel`` to uploader/dev through nginx, as uploader."""
+    host = exposed.host
+    host.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
+    sentry_client(host, "use", "http://127.0.0.1/uploader/dev")
+    sentry_client(host, "login", "uploader", password=UPLOADER_PASSWORD)
+    return host.run(["sentry", "upload", f"/tmp/{wheel.name}"], check=False, env=CLIENT)
+
+
+def test_uploads_up_to_the_configured_size(exposed, tmp_path):
+    # Random bytes in base64: about 2.7 MB that no compression shrinks below 1 MB.
+    payload = base64.b64encode(os.urandom(2_000_000)).decode()
+    below = make_wheel(tmp_path, "exposure-big", "1.0", payload=payload)
+    uploaded = upload(exposed, below)
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    code, _ = outside("/uploader/dev/+simple/exposure-big/")
+    assert code == 200
+
+    limited = exposed.apply(pillar(exposed.deb, client_max_body_size="1M"))
+    try:
+        assert set(limited.changed) == NGINX_STATES
+        above = make_wheel(tmp_path, "exposure-big", "2.0", payload=payload)
+        refused = upload(exposed, above)
+        assert refused.returncode != 0
+        assert "413" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+        code, _ = outside("/uploader/dev/", "POST", b"x" * 2_000_000, **{"Content-Type": "application/octet-stream"})
+        assert code == 413
+    finally:
+        exposed.apply(pillar(exposed.deb))
+
+
+def test_modes_and_owners(exposed):
+    expected = {
+        "/var/lib/sentry": "750 sentry:sentry",
+        "/var/lib/sentry/data": "750 sentry:sentry",
+        "/var/lib/sentry/.secret": "600 sentry:sentry",
+        "/var/log/sentry": "750 sentry:sentry",
+        "/etc/supervisor/conf.d/sentry-server.conf": "640 root:sentry",
+        "/etc/nginx/sites-available/sentry.conf": "640 root:sentry",
+        "/etc/sentry/theme": "750 root:sentry",
+        "/etc/sentry/theme/templates": "750 root:sentry",
+        "/etc/sentry/theme/templates/logo.pt": "640 root:sentry",
+        "/etc/sentry/theme/static/style.css": "640 root:sentry",
+    }
+    found = {path: exposed.host.run(["stat", "-c", "%a %U:%G", path]).stdout.strip() for path in expected}
+    assert found == expected
+    # They are still read: nginx proxies, supervisor runs the server, the server uses the theme.
+    code, page = exposed.inside("/")
+    assert code == 200 and 'class="sentry-theme"' in page
+
+
+def test_reapply_changes_nothing(exposed):
+    again = exposed.salt.apply("sentry")
+    assert again.succeeded, again.failed or again.errors
+    assert again.changed == {}
