@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from conftest import MasterlessSalt, new_host
@@ -111,7 +111,6 @@ class Case:
     # Shell run inside the host before the snapshot, and after the case.
     setup: str = ""
     teardown: str = ""
-    marks: list = field(default_factory=list)
 
 
 REPLICA_WITHOUT_SECRET = {
@@ -199,7 +198,7 @@ CASES = [
     Case(
         "nginx-port-used-by-another-site",
         f"sentry:nginx:port 80 is already used by {OTHER_SITE}",
-        {},
+        {},  # the good pillar: the other site, made before the snapshot, is the bad input
         setup=f"printf 'server {{\\n    listen 80;\\n    server_name other.example.org;\\n}}\\n' > {OTHER_SITE}",
         teardown=f"rm -f {OTHER_SITE}",
     ),
@@ -265,7 +264,7 @@ def test_good_pillar_changes_nothing_the_second_time(deployed):
     assert differences(before, snapshot(salt)) == []
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, id=case.id, marks=case.marks) for case in CASES])
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
 def test_bad_input_is_refused_naming_it_and_changes_nothing(deployed, case):
     salt, good = deployed
     host = salt.host
