@@ -106,7 +106,9 @@ def initialise(
         argv += ["--root-passwd-file", "-"]
         stdin = root_password + "\n"
     else:
-        raise CommandExecutionError("a master needs a root password (or give master_url for a replica)")
+        raise CommandExecutionError(
+            f"initialising {serverdir} as a master needs root_password (or master_url to make a replica)"
+        )
     if no_root_pypi:
         argv.append("--no-root-pypi")
     _run_as(user, argv, stdin=stdin)
@@ -294,6 +296,13 @@ def _check(code: int, body: dict, what: str, ok: tuple[int, ...] = (200, 201)) -
     return body.get("result", {})
 
 
+def _check_user_name(name: str) -> str:
+    """``name`` if it can be a user name; the server would answer a space or slash with a confusing error."""
+    if not isinstance(name, str) or not name or any(char.isspace() or char == "/" for char in name):
+        raise CommandExecutionError(f"a user name has no spaces or slashes, got {name!r}")
+    return name
+
+
 def user_get(name: str, url: str | None = None) -> dict | None:
     """
     A user's record (username, email, indexes) or None if there is no such user.
@@ -304,7 +313,7 @@ def user_get(name: str, url: str | None = None) -> dict | None:
 
         salt '*' sentry_admin.user_get alice
     """
-    code, body = _request("GET", f"{_server_url(url)}/{name}")
+    code, body = _request("GET", f"{_server_url(url)}/{_check_user_name(name)}")
     if code == 404:
         return None
     return _check(code, body, f"reading user {name}", ok=(200,))
@@ -340,6 +349,7 @@ def user_set(
 
         salt '*' sentry_admin.user_set alice password='...' email=alice@example.org
     """
+    _check_user_name(name)
     base, auth = _as_root(url, root_password)
     fields = {key: value for key, value in (("password", password), ("email", email)) if value is not None}
     if user_get(name, url=base) is None:
@@ -362,6 +372,7 @@ def user_delete(name: str, url: str | None = None, root_password: str | None = N
 
         salt '*' sentry_admin.user_delete alice
     """
+    _check_user_name(name)
     base, auth = _as_root(url, root_password)
     if user_get(name, url=base) is None:
         return False
@@ -370,9 +381,9 @@ def user_delete(name: str, url: str | None = None, root_password: str | None = N
 
 
 def _split_index(name: str) -> tuple[str, str]:
-    user, _, index = name.partition("/")
-    if not user or not index or "/" in index:
-        raise CommandExecutionError(f"an index is named USER/INDEX, got {name!r}")
+    user, _, index = name.partition("/") if isinstance(name, str) else ("", "", "")
+    if not user or not index or "/" in index or any(char.isspace() for char in name):
+        raise CommandExecutionError(f"an index is named USER/INDEX, without spaces, got {name!r}")
     return user, index
 
 
@@ -394,6 +405,15 @@ def index_get(name: str, url: str | None = None) -> dict | None:
     return {key: result[key] for key in ("type", *INDEX_KEYS) if key in result}
 
 
+def _check_bases(name: str, bases: list[str], url: str | None) -> None:
+    """Every base of index ``name`` exists on the server; raises naming the first that does not."""
+    for base_index in bases:
+        if index_get(base_index, url=url) is None:
+            raise CommandExecutionError(
+                f"base index {base_index} of {name} does not exist: create it first, or name another in bases"
+            )
+
+
 def index_set(name: str, url: str | None = None, root_password: str | None = None, **config) -> dict:
     """
     Create index ``user/index`` or change its settings (bases, volatile,
@@ -408,9 +428,7 @@ def index_set(name: str, url: str | None = None, root_password: str | None = Non
     user, index = _split_index(name)
     wanted = {key: value for key, value in config.items() if key in INDEX_KEYS and value is not None}
     base, auth = _as_root(url, root_password)
-    for base_index in wanted.get("bases", []):
-        if index_get(base_index, url=base) is None:
-            raise CommandExecutionError(f"base index {base_index} of {name} does not exist")
+    _check_bases(name, wanted.get("bases", []), base)
     current = index_get(name, url=base)
     if current is None:
         _check(*_request("PUT", f"{base}/{user}/{index}", {"type": "stage", **wanted}, auth), f"creating index {name}")
@@ -461,11 +479,15 @@ def bootstrap_index(
         salt '*' sentry_admin.bootstrap_index alice dev bases=root/pypi password='...'
     """
     bases = [bases] if isinstance(bases, str) else list(bases)
+    name = f"{_check_user_name(user)}/{index}"
+    _split_index(name)
+    # Checked before the user is made: a missing base must leave the server as it was.
+    _check_bases(name, bases, url)
     made_user = user_get(user, url=url) is None
     if made_user:
         user_set(user, password=password, email=email, url=url, root_password=root_password)
     result = index_set(
-        f"{user}/{index}", url=url, root_password=root_password, bases=bases, acl_upload=acl_upload, volatile=volatile
+        name, url=url, root_password=root_password, bases=bases, acl_upload=acl_upload, volatile=volatile
     )
     return {"user": user, "user_created": made_user, **result}
 

@@ -76,6 +76,33 @@ def present(
     return ret
 
 
+def bases_exist(name: str, indexes: dict[str, list[str]] | None = None, url: str | None = None) -> dict:
+    """
+    Check that every base of ``indexes`` (``{"user/index": [base, ...]}``) exists
+    on the server; changes nothing. sentry.bootstrap runs it before any user or
+    index is made, so that a missing base fails the bootstrap with the server
+    left as it was.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": "every base index exists"}
+    missing = []
+    try:
+        for index, bases in sorted((indexes or {}).items()):
+            missing += [
+                f"base index {base} of {index} does not exist"
+                for base in bases
+                if __salt__["sentry_admin.index_get"](base, url=url) is None
+            ]
+    except (CommandExecutionError, KeyError) as exc:
+        return _failed(ret, exc)
+    if missing:
+        ret["result"] = False
+        ret["comment"] = (
+            "; ".join(missing) + ": neither on the server nor in sentry:bootstrap:indexes."
+            " Nothing was changed; declare the base there or fix bases."
+        )
+    return ret
+
+
 def absent(name: str, url: str | None = None) -> dict:
     """
     Ensure the index ``name`` (``user/index``) does not exist (its files go with it).

@@ -8,6 +8,20 @@ include:
   - {{ tplroot }}.supervisor
 
 {%- if not sentry.server.master_url %}
+{#- Bases outside sentry:bootstrap:indexes must already be on the server:
+    checked before any user or index is made, so a missing one changes nothing. #}
+{%- set outside = {} %}
+{%- for name, index in bootstrap.indexes | dictsort %}
+  {%- set missing = index.get("bases", []) | reject("in", bootstrap.indexes | list) | list %}
+  {%- if missing %}{% do outside.update({name: missing}) %}{% endif %}
+{%- endfor %}
+
+sentry-bootstrap-bases:
+  sentry_index.bases_exist:
+    - indexes: {{ outside | json }}
+    - url: {{ url }}
+    - require:
+      - sentry_program: sentry-supervisor-program-running
 {%- for name, user in bootstrap.users | dictsort %}
 
 sentry-bootstrap-user-{{ name }}:
@@ -18,6 +32,7 @@ sentry-bootstrap-user-{{ name }}:
     - url: {{ url }}
     - require:
       - sentry_program: sentry-supervisor-program-running
+      - sentry_index: sentry-bootstrap-bases
 {%- endfor %}
 {%- for name, index in bootstrap.indexes | dictsort %}
 
@@ -30,6 +45,7 @@ sentry-bootstrap-index-{{ name }}:
     - url: {{ url }}
     - require:
       - sentry_program: sentry-supervisor-program-running
+      - sentry_index: sentry-bootstrap-bases
 {%- for user in bootstrap.users | sort %}
       - sentry_user: sentry-bootstrap-user-{{ user }}
 {%- endfor %}

@@ -4,6 +4,33 @@
 {%- set nginx = sentry.nginx %}
 {%- set site_file = nginx.sites_available ~ "/" ~ nginx.site ~ ".conf" %}
 
+{#- Another enabled site on our port would take our requests (or fail nginx -t
+    late, after the server restarted): refuse at render. Sharing a port by name
+    is fine: a server_name of our own and default_server false. #}
+{%- set ports = {nginx.port: "sentry:nginx:port"} %}
+{%- if nginx.tls.enabled %}{% do ports.update({nginx.tls.port: "sentry:nginx:tls:port"}) %}{% endif %}
+{%- set ours = [".", "..", nginx.site ~ ".conf"] + (["default"] if nginx.disable_default_site else []) %}
+{%- if (nginx.server_name == "_" or nginx.default_server) and salt["file.directory_exists"](nginx.sites_enabled) %}
+  {%- for name in salt["file.readdir"](nginx.sites_enabled) | sort if name not in ours %}
+    {%- set path = nginx.sites_enabled ~ "/" ~ name %}
+    {%- set lines = salt["file.read"](path).splitlines() if salt["file.file_exists"](path) else [] %}
+    {%- set text = lines | map("regex_replace", "#.*", "") | join(" ") %}
+    {%- for statement in text.replace("{", ";").replace("}", ";").split(";") %}
+      {%- set words = statement.split() %}
+      {%- if words[:1] == ["listen"] and words | length > 1 and not words[1].startswith("unix:") %}
+        {#- listen 80, [::]:80, 10.0.0.1:80, or an address alone (port 80) #}
+        {%- set port = words[1].rsplit("]", 1)[-1].rsplit(":", 1)[-1] if ":" in words[1] else words[1] %}
+        {%- set port = port | int if port.isdigit() else 80 %}
+        {%- if port in ports %}
+          {%- set taken = ports[port] ~ " " ~ port ~ " is already used by " ~ path ~ " (listen " ~ words[1:] | join(" ") ~ ")" %}
+          {%- do raise("sentry pillar: " ~ taken ~ ": choose another port, or share it by name"
+                       ~ " with sentry:nginx:server_name and sentry:nginx:default_server false") %}
+        {%- endif %}
+      {%- endif %}
+    {%- endfor %}
+  {%- endfor %}
+{%- endif %}
+
 include:
   - {{ tplroot }}.user
 

@@ -5,6 +5,11 @@
 {%- if not (server.master_url or server.root_password) %}
   {%- do raise("sentry pillar: sentry:server:root_password is required (empty or missing) unless sentry:server:master_url makes this a replica") %}
 {%- endif %}
+{#- A replica must hold its master's secret (else 403 on /+changelog forever): a generated one never matches. #}
+{%- if server.master_url and not server.secret and not salt["file.file_exists"](server.secretfile) %}
+  {%- do raise("sentry pillar: sentry:server:secret (the master's secret) is required for a replica (sentry:server:master_url)"
+               ~ " unless sentry:server:secretfile " ~ server.secretfile ~ " already holds it, and it does not exist") %}
+{%- endif %}
 
 include:
   - {{ tplroot }}.package

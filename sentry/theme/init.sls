@@ -1,6 +1,16 @@
 {#- The web UI's theme (templates/, static/), passed to the server as --theme. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
+{%- set source = sentry.theme.source %}
+{#- file.recurse would fail late, after the package and the server states ran. #}
+{%- if source %}
+  {%- set path = source.split("?")[0].removeprefix("salt://").strip("/") %}
+  {%- if not source.startswith("salt://") %}
+    {%- do raise("sentry pillar: sentry:theme:source must be a salt:// directory, got " ~ (source | json)) %}
+  {%- elif path not in salt["cp.list_master_dirs"](prefix=path) %}
+    {%- do raise("sentry pillar: sentry:theme:source: no directory " ~ source ~ " on the salt fileserver (a directory with templates/ and static/)") %}
+  {%- endif %}
+{%- endif %}
 
 include:
   - {{ tplroot }}.user
