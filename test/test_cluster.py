@@ -187,3 +187,11 @@ def test_second_apply_changes_nothing_anywhere(deployed):
     assert set(again) == {*NODES, FRONT}
     assert {minion_id: failed(states) for minion_id, states in again.items() if failed(states)} == {}
     assert {minion_id: changed(states) for minion_id, states in again.items() if changed(states)} == {}
+
+
+def test_the_replication_secret_is_the_same_private_file_on_every_node(deployed):
+    for node in NODES:
+        host = deployed.hosts[node]
+        listed = host.run(["stat", "-c", "%a %U:%G", "/var/lib/sentry/.secret"]).stdout.split()
+        assert listed == ["600", "sentry:sentry"], node
+        assert host.path("/var/lib/sentry/.secret").read_text().strip() == SECRET, node
