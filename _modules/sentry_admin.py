@@ -887,7 +887,7 @@ def upgrade(
 ) -> dict:
     """
     Upgrade a master (or standalone) server to package ``version`` the safe
-    way: stop nginx and the server, export, move the data to
+    way: download it, stop the server and nginx, export, move the data to
     ``_data-backup-<timestamp>``, install the new version, import into a fresh
     serverdir, start, and check that every user, index and release file is
     there and a known file downloads intact, then start nginx.
@@ -925,9 +925,11 @@ def upgrade(
     down_at = time.monotonic()
     try:
         steps("stop")
+        # The server first: its exit ends the replicas' long polls of /+changelog,
+        # which nginx's graceful stop would otherwise wait out (5 s on Debian).
+        _stop(program)
         if nginx_service:
             __salt__["service.stop"](nginx_service)
-        _stop(program)
         steps("export")
         exported = export(serverdir=serverdir, program=None, user=user)
         contents = _read_export(exported["path"])
