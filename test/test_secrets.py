@@ -128,10 +128,13 @@ def test_no_secret_in_any_command_line(applied):
 def test_no_secret_in_state_output_returned_data_or_the_debug_log(applied):
     log = applied["host"].path(MINION_LOG).read_text(errors="replace")
     assert "[DEBUG" in log and "sentry_admin" in log, "the minion log is not at debug level"
+    # Login tokens are the server's to make: no header carrying one may be logged.
+    assert "X-Devpi-Auth" not in log and "x-devpi-auth" not in log.lower()
     for what, value in secret_values(applied).items():
         assert value not in log, f"{what} in the minion log"
         for output in applied["outputs"]:
             assert value not in output, f"{what} in salt-call output"
+    assert not [output for output in applied["outputs"] if "devpi-auth" in output.lower()]
 
 
 def test_no_secret_in_a_file_others_may_read(applied):
