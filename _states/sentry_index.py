@@ -22,12 +22,7 @@ def __virtual__():
 
 
 def _failed(ret: dict, exc: Exception) -> dict:
-    """In test mode on a host still being deployed (no package, no server yet) the change is only planned."""
-    if __opts__["test"]:
-        return {**ret, "result": None, "comment": f"{ret['name']} would be set up once sentry runs ({exc})"}
-    if isinstance(exc, KeyError):
-        exc = f"the sentry_admin module is not available (is the sentry package installed?): {exc}"
-    return {**ret, "changes": {}, "result": False, "comment": str(exc)}
+    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"])
 
 
 def present(
@@ -107,15 +102,10 @@ def absent(name: str, url: str | None = None) -> dict:
     """
     Ensure the index ``name`` (``user/index``) does not exist (its files go with it).
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": f"index {name} does not exist"}
-    try:
-        if __salt__["sentry_admin.index_get"](name, url=url) is None:
-            return ret
-        ret["changes"] = {"index": {"old": name, "new": None}}
-        if __opts__["test"]:
-            return {**ret, "result": None, "comment": f"index {name} would be deleted"}
-        __salt__["sentry_admin.index_delete"](name, url=url)
-    except (CommandExecutionError, KeyError) as exc:
-        return _failed(ret, exc)
-    ret["comment"] = f"index {name} deleted"
-    return ret
+    return __utils__["sentry_state.absent"](
+        "index",
+        name,
+        lambda: __salt__["sentry_admin.index_get"](name, url=url),
+        lambda: __salt__["sentry_admin.index_delete"](name, url=url),
+        __opts__["test"],
+    )

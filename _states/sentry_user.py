@@ -25,12 +25,7 @@ def __virtual__():
 
 
 def _failed(ret: dict, exc: Exception) -> dict:
-    """In test mode on a host still being deployed (no package, no server yet) the change is only planned."""
-    if __opts__["test"]:
-        return {**ret, "result": None, "comment": f"{ret['name']} would be set up once sentry runs ({exc})"}
-    if isinstance(exc, KeyError):
-        exc = f"the sentry_admin module is not available (is the sentry package installed?): {exc}"
-    return {**ret, "changes": {}, "result": False, "comment": str(exc)}
+    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"])
 
 
 def _password(pillar_key: str | None) -> str | None:
@@ -86,15 +81,10 @@ def absent(name: str, url: str | None = None) -> dict:
     """
     Ensure the user ``name`` does not exist (its indexes and files go with it).
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": f"user {name} does not exist"}
-    try:
-        if __salt__["sentry_admin.user_get"](name, url=url) is None:
-            return ret
-        ret["changes"] = {"user": {"old": name, "new": None}}
-        if __opts__["test"]:
-            return {**ret, "result": None, "comment": f"user {name} would be deleted"}
-        __salt__["sentry_admin.user_delete"](name, url=url)
-    except (CommandExecutionError, KeyError) as exc:
-        return _failed(ret, exc)
-    ret["comment"] = f"user {name} deleted"
-    return ret
+    return __utils__["sentry_state.absent"](
+        "user",
+        name,
+        lambda: __salt__["sentry_admin.user_get"](name, url=url),
+        lambda: __salt__["sentry_admin.user_delete"](name, url=url),
+        __opts__["test"],
+    )

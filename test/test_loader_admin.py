@@ -90,7 +90,7 @@ def test_module_functions(host):
 
 
 def test_state_functions_plan_then_apply_then_change_nothing(host):
-    planned, made, again, index_planned, index_made, index_again, gone = through_loader(
+    planned, made, again, index_planned, index_made, index_again, gone, *user_gone = through_loader(
         host,
         (
             "state",
@@ -104,6 +104,10 @@ def test_state_functions_plan_then_apply_then_change_nothing(host):
         ("state", "sentry_index.present", ["carol/dev"], {"bases": []}),
         ("state", "sentry_index.present", ["carol/dev"], {"bases": []}),
         ("state", "sentry_index.absent", ["carol/dev"], {}),
+        ("state", "sentry_index.absent", ["carol/dev"], {}),
+        ("state", "sentry_user.absent", ["carol"], {"test": True}),
+        ("state", "sentry_user.absent", ["carol"], {}),
+        ("state", "sentry_user.absent", ["carol"], {}),
     )
     assert planned["value"]["result"] is None and planned["value"]["changes"]
     assert made["value"]["result"] is True and made["value"]["changes"]
@@ -112,5 +116,12 @@ def test_state_functions_plan_then_apply_then_change_nothing(host):
     assert index_made["value"]["result"] is True and index_made["value"]["changes"]
     assert index_again["value"]["changes"] == {}
     assert gone["value"]["result"] is True and gone["value"]["changes"]
+    index_gone_again, user_planned, user_deleted, user_gone_again = user_gone
+    assert index_gone_again["value"] == {**index_gone_again["value"], "result": True, "changes": {}}
+    assert user_planned["value"]["result"] is None and user_planned["value"]["changes"] == {
+        "user": {"old": "carol", "new": None}
+    }
+    assert user_deleted["value"]["result"] is True and "deleted" in user_deleted["value"]["comment"]
+    assert user_gone_again["value"]["result"] is True and user_gone_again["value"]["changes"] == {}
     everything = json.dumps([planned, made, again])
     assert CAROL_PASSWORD not in everything and ROOT_PASSWORD not in everything
