@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import MasterlessSalt, new_host
-from test_formula import master_pillar
+from test_formula import REPLICA_OVERRIDE, master_pillar
 
 pytestmark = pytest.mark.slow
 
@@ -113,20 +113,11 @@ class Case:
     teardown: str = ""
 
 
-REPLICA_WITHOUT_SECRET = {
-    "server": {
-        "program": "sentry-replica",
-        "serverdir": "/var/lib/sentry/replica",
-        "port": 3142,
-        "master_url": "http://127.0.0.1:3141",
-        "role": "standalone",
-        "offline_mode": False,
-        "root_password": "",
-        # Not the master's file: this replica has no copy of the master's secret.
-        "secretfile": "/var/lib/sentry/.replica-secret",
-    },
-    "nginx": {"site": "sentry-replica", "port": 8080},
-}
+# test_formula's replica beside the master, but without a copy of the master's secret.
+REPLICA_WITHOUT_SECRET = merged(
+    REPLICA_OVERRIDE["sentry"],
+    {"server": {"root_password": "", "secretfile": "/var/lib/sentry/.replica-secret"}},
+)
 
 CASES = [
     # --- pillar, state.apply sentry ---
