@@ -30,7 +30,6 @@ __virtualname__ = "sentry_program"
 
 DEFAULT_SOCKET = "/var/run/supervisor.sock"
 RESTARTED = "sentry_program.restarted"
-RUNNING_STATES = ("RUNNING", "STARTING", "BACKOFF")
 
 
 def __virtual__():
@@ -43,6 +42,10 @@ def _connect(path: str, wait: float):
 
 def _state(api, name: str) -> str:
     return __utils__["sentry_supervisor.state"](api, name)
+
+
+def _running(api, name: str) -> bool:
+    return __utils__["sentry_supervisor.is_running"](api, name)
 
 
 def _pending_config(api, name: str) -> str | None:
@@ -58,14 +61,14 @@ def _pending_config(api, name: str) -> str | None:
 def _apply_config(api, name: str, pending: str) -> None:
     """What 'supervisorctl update NAME' does for one program: (re)load its group, which starts it."""
     if pending == "changed":
-        if _state(api, name) in RUNNING_STATES:
+        if _running(api, name):
             api.stopProcessGroup(name)
         api.removeProcessGroup(name)
     api.addProcessGroup(name)
 
 
 def _restart(api, name: str) -> None:
-    if _state(api, name) in RUNNING_STATES:
+    if _running(api, name):
         api.stopProcess(name)
     api.startProcess(name)
 
@@ -191,7 +194,7 @@ def absent(name: str, conf_file: str, socket_path: str = DEFAULT_SOCKET) -> dict
         return {**ret, "result": None, "comment": f"{name} would be stopped and removed"}
     try:
         if api and state != "ABSENT":
-            if state in RUNNING_STATES:
+            if _running(api, name):
                 api.stopProcessGroup(name)
             api.removeProcessGroup(name)
         if os.path.exists(conf_file):

@@ -65,6 +65,11 @@ def state(api, name: str) -> str:
         raise
 
 
+def is_running(api, name: str) -> bool:
+    """Whether ``name`` runs or is on its way to (starting, backing off before a retry)."""
+    return state(api, name) in RUNNING_STATES
+
+
 def stop(api, name: str) -> None:
     """Stop ``name`` and wait until it has exited; nothing to do when it does not run."""
     try:
