@@ -37,6 +37,8 @@ NODEINFO = ".nodeinfo"
 HTTP_TIMEOUT = 30
 READY_TIMEOUT = 120  # seconds a (re)started server may take to answer
 SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
+# What exports and moved-aside serverdirs are named, beside the serverdir: prefix + timestamp.
+BACKUP_KINDS = {"backup": "_data-backup-", "failed": "_data-failed-", "export": "export-"}
 
 
 def __virtual__():
@@ -516,7 +518,7 @@ def _program_running(program: str | None) -> bool:
         api = _supervisor_api()
     except CommandExecutionError:
         return False  # no supervisor, so nothing of ours runs under it
-    return __utils__["sentry_supervisor.state"](api, program) in ("RUNNING", "STARTING", "BACKOFF")
+    return __utils__["sentry_supervisor.is_running"](api, program)
 
 
 def _stop(program: str) -> None:
@@ -593,7 +595,7 @@ def export(
         salt '*' sentry_admin.export /srv/backups/sentry-export restart=False
     """
     started = time.monotonic()
-    dest = dest or os.path.join(os.path.dirname(os.path.abspath(serverdir)), f"export-{_timestamp()}")
+    dest = dest or os.path.join(os.path.dirname(os.path.abspath(serverdir)), BACKUP_KINDS["export"] + _timestamp())
     if os.path.abspath(dest).startswith(os.path.abspath(serverdir) + os.sep):
         raise CommandExecutionError(f"export destination {dest} lies inside the serverdir {serverdir}; choose another")
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
@@ -705,7 +707,7 @@ def _wait_until_up(url: str | None, timeout: float, program: str | None = None) 
 
 def _move_aside(serverdir: str, label: str) -> str:
     """Rename ``serverdir`` to ``_data-<label>-<timestamp>`` beside it and leave an empty one (same owner, mode)."""
-    aside = os.path.join(os.path.dirname(os.path.abspath(serverdir)), f"_data-{label}-{_timestamp()}")
+    aside = os.path.join(os.path.dirname(os.path.abspath(serverdir)), BACKUP_KINDS[label] + _timestamp())
     while os.path.exists(aside):
         aside += "-1"
     stat = os.stat(serverdir)
@@ -802,9 +804,6 @@ def _record(result: dict, home: str) -> None:
             handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **result}) + "\n")
     except OSError as exc:
         log.warning("sentry_admin: could not record the upgrade in %s: %s", home, exc)
-
-
-BACKUP_KINDS = {"backup": "_data-backup-", "failed": "_data-failed-", "export": "export-"}
 
 
 def backups(home: str = "/var/lib/sentry") -> dict[str, list[str]]:
@@ -1121,6 +1120,7 @@ def upgrade_replica(
         _start(program, url)
         steps("catch up")
         synced = wait_synced(master_url, timeout=sync_timeout)
+        down = round(time.monotonic() - down_at, 2)
     except Exception as exc:  # whatever failed, the old replica comes back
         rolled_back = _roll_back(state, before_version, package, serverdir, program, None, url, READY_TIMEOUT)
         raise _give_up("replica", version, steps.current, exc, rolled_back, home) from None
@@ -1130,8 +1130,8 @@ def upgrade_replica(
         "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
         "backup": state["backup"],
         "serial": synced["serial"],
-        "down_seconds": round(time.monotonic() - down_at, 2),
-        "read_outage_seconds": 0.0 if reads_elsewhere else round(time.monotonic() - down_at, 2),
+        "down_seconds": down,
+        "read_outage_seconds": 0.0 if reads_elsewhere else down,
         "steps": steps.done(),
     }
     _record(result, home)
