@@ -928,7 +928,7 @@ def upgrade(
         # which nginx's graceful stop would otherwise wait out (5 s on Debian).
         _stop(program)
         if nginx_service:
-            __salt__["service.stop"](nginx_service)
+            __salt__["sentry_service.stop"](nginx_service)
         steps("export")
         exported = export(serverdir=serverdir, program=None, user=user)
         contents = _read_export(exported["path"])
@@ -947,7 +947,7 @@ def upgrade(
         write_outage = round(time.monotonic() - down_at, 2)
         steps("start nginx")
         if nginx_service:
-            __salt__["service.start"](nginx_service)
+            __salt__["sentry_service.start"](nginx_service)
         down = round(time.monotonic() - down_at, 2)
     except Exception as exc:  # whatever failed, the old server comes back
         rolled_back = _roll_back(state, before_version, package, serverdir, program, nginx_service, url, ready_timeout)
@@ -993,7 +993,7 @@ def _roll_back(state, version, package, serverdir, program, nginx_service, url, 
             done.append(f"{package} {version} reinstalled")
         _start(program, url, ready_timeout)
         if nginx_service:
-            __salt__["service.start"](nginx_service)
+            __salt__["sentry_service.start"](nginx_service)
         done.append("server and nginx running")
     except Exception as exc:
         raise CommandExecutionError(

@@ -140,7 +140,8 @@ def running(
             _apply_config(api, name, pending)
             __context__[RESTARTED] = __context__.get(RESTARTED, set()) | {name}
         elif state != "RUNNING":
-            api.startProcess(name)
+            # A supervisord started a moment ago may be starting it already (autostart).
+            __utils__["sentry_supervisor.start"](api, name, wait=False)
         problem = _wait_until_ready(api, name, ready_url, ready_timeout)
     except xmlrpc.client.Error as exc:
         return {**ret, "result": False, "comment": f"supervisor refused to start {name}: {exc}"}

@@ -196,7 +196,6 @@ class SaltCluster:
         self.next_number += 1
         host.start()
         self.hosts[minion_id] = host
-        host.prepare_services()
         no_route_out(host)
         self._start_minion(host, minion_id)
 

@@ -63,10 +63,17 @@ exec chroot {scratch}/root /usr/bin/python3 -c {init} {marker} {name}
 BRIDGE = "sentrytest0"
 BRIDGE_ADDRESS = "10.231.7.1"
 BRIDGE_PREFIX = 24
+# Its IPv6 side: a unique-local /64 of the test's own (nodad: usable at once).
+BRIDGE_ADDRESS6 = "fd5e:7e57:0:7::1"
+BRIDGE_PREFIX6 = 64
 
 
 def host_address(number: int) -> str:
     return f"10.231.7.{10 + number}"
+
+
+def host_address6(number: int) -> str:
+    return f"fd5e:7e57:0:7::{10 + number:x}"
 
 
 def ensure_bridge() -> None:
@@ -74,6 +81,9 @@ def ensure_bridge() -> None:
         return
     subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
     subprocess.run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{BRIDGE_PREFIX}", "dev", BRIDGE], check=True)
+    subprocess.run(
+        ["ip", "-6", "addr", "add", f"{BRIDGE_ADDRESS6}/{BRIDGE_PREFIX6}", "dev", BRIDGE, "nodad"], check=True
+    )
     subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
 
 
@@ -95,9 +105,16 @@ class TestHost:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, name: str, start_timeout: float = 10.0, address: str | None = None, shared: tuple[str, ...] = ()
+        self,
+        name: str,
+        start_timeout: float = 10.0,
+        address: str | None = None,
+        shared: tuple[str, ...] = (),
+        address6: str | None = None,
     ) -> None:
         """``address``: this host's IPv4 address on the test bridge (see ``BRIDGE``); none keeps it on loopback.
+
+        ``address6``: its IPv6 address on the bridge; alone (no ``address``) it makes an IPv6-only host.
 
         ``shared``: directories of this machine the host sees at the same path even
         where its own mounts (a tmpfs /tmp) would hide them; its writes stay inside.
@@ -107,6 +124,7 @@ class TestHost:
         self.netns = f"sentry-test-{name}"
         self.start_timeout = start_timeout
         self.address = address
+        self.address6 = address6
         self._launcher: subprocess.Popen | None = None
         self.init_pid: int | None = None
 
@@ -116,7 +134,7 @@ class TestHost:
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
-        if self.address:
+        if self.address or self.address6:
             self._attach_to_bridge()
         script = SETUP_SCRIPT.format(
             scratch=SCRATCH,
@@ -167,21 +185,16 @@ class TestHost:
             ["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", self.netns], check=True
         )
         subprocess.run(["ip", "link", "set", outside, "master", BRIDGE, "up"], check=True)
-        subprocess.run([*ip, "addr", "add", f"{self.address}/{BRIDGE_PREFIX}", "dev", "eth0"], check=True)
+        if self.address:
+            subprocess.run([*ip, "addr", "add", f"{self.address}/{BRIDGE_PREFIX}", "dev", "eth0"], check=True)
+        if self.address6:
+            subprocess.run(
+                [*ip, "-6", "addr", "add", f"{self.address6}/{BRIDGE_PREFIX6}", "dev", "eth0", "nodad"], check=True
+            )
         subprocess.run([*ip, "link", "set", "eth0", "up"], check=True)
-        subprocess.run([*ip, "route", "add", "default", "via", BRIDGE_ADDRESS], check=True)
+        if self.address:
+            subprocess.run([*ip, "route", "add", "default", "via", BRIDGE_ADDRESS], check=True)
 
-    def prepare_services(self) -> None:
-        """Let Salt's service states really start services here (sysv init scripts).
-
-        With systemctl present but systemd not running, Salt's service module
-        runs in 'offline mode' and starts nothing; without it, Salt falls back
-        to Debian's init scripts. Only ever done inside the host.
-        """
-        self.sh(
-            "rm -f /usr/sbin/runlevel && rm -f /usr/bin/systemctl"
-            " && printf '#!/bin/sh\\necho N 2\\n' > /usr/sbin/runlevel && chmod 0755 /usr/sbin/runlevel"
-        )
 
     def _wait_for_init(self) -> int:
         deadline = time.monotonic() + self.start_timeout

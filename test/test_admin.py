@@ -15,7 +15,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def deployed(sentry_deb):
     with new_host("admin") as host:
-        host.prepare_services()
         salt = MasterlessSalt(
             host,
             {

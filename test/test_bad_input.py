@@ -238,7 +238,6 @@ CASES = [
 def deployed(sentry_deb):
     """A host running sentry from the good pillar; yields (salt, the good pillar)."""
     with new_host("bad-input") as host:
-        host.prepare_services()
         good = master_pillar(sentry_deb)
         salt = MasterlessSalt(host, good)
         first = salt.apply("sentry")

@@ -100,7 +100,6 @@ class Exposed:
 def exposed(sentry_deb):
     with new_host("exposure", address=ADDRESS) as host:
         no_route_out(host)  # nothing to fetch from elsewhere; fail at once rather than time out
-        host.prepare_services()
         salt = MasterlessSalt(host, pillar(sentry_deb))
         deployed = Exposed(host, salt, sentry_deb)
         deployed.first = salt.apply("sentry")

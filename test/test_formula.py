@@ -61,6 +61,13 @@ class Deployment:
     def server_pid(self, program: str = "sentry-server") -> int:
         return int(self.host.run(["supervisorctl", "pid", program]).stdout.strip())
 
+    def nginx_config(self) -> str:
+        """Every path under /etc/nginx with its type, link target, mode and content hash."""
+        return self.host.sh(
+            "find /etc/nginx -printf '%p %y %l %m\\n' | sort"
+            " && find /etc/nginx -type f -print0 | sort -z | xargs -0 sha256sum"
+        ).stdout
+
     def nginx_master_pid(self) -> int:
         return int(self.host.path("/run/nginx.pid").read_text().strip())
 
@@ -68,10 +75,10 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(sentry_deb):
     with new_host("formula") as host:
-        host.prepare_services()
         host.path(TOFS_ROOT).mkdir(parents=True)
         salt = MasterlessSalt(host, master_pillar(sentry_deb), extra_file_roots=(TOFS_ROOT,))
         deployed = Deployment(host, salt)
+        deployed.nginx_before = deployed.nginx_config()
         deployed.first = salt.apply("sentry")
         yield deployed
 
@@ -184,13 +191,13 @@ def test_port_change_touches_only_what_depends_on_it(deployment, uploaded, sentr
 def test_tls_serves_https_and_redirects_plain_http(deployment, uploaded, sentry_deb):
     host = deployment.host
     host.sh(
-        "mkdir -p /etc/sentry/tls && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
-        " -keyout /etc/sentry/tls/key.pem -out /etc/sentry/tls/cert.pem 2>/dev/null"
+        "mkdir -p /etc/ssl/sentry-test && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
+        " -keyout /etc/ssl/sentry-test/key.pem -out /etc/ssl/sentry-test/cert.pem 2>/dev/null"
     )
     server_before = deployment.server_pid()
     secured = master_pillar(sentry_deb)
     secured["sentry"]["nginx"] = {
-        "tls": {"enabled": True, "cert": "/etc/sentry/tls/cert.pem", "key": "/etc/sentry/tls/key.pem"}
+        "tls": {"enabled": True, "cert": "/etc/ssl/sentry-test/cert.pem", "key": "/etc/ssl/sentry-test/key.pem"}
     }
     deployment.salt.set_pillar(secured)
     try:
@@ -268,9 +275,12 @@ def test_clean_removes_everything_but_the_data_and_apply_works_again(deployment,
         "/etc/supervisor/conf.d/sentry-replica.conf",
         "/etc/nginx/sites-enabled/sentry.conf",
         "/etc/nginx/sites-available/sentry-replica.conf",
-        "/etc/sentry/theme",
+        "/etc/sentry",
     ):
         assert not host.path(gone).exists(), gone
+    # nginx as it was found: Debian's default site back, running and answering.
+    assert deployment.nginx_config() == deployment.nginx_before
+    assert "Welcome to nginx" in deployment.curl("http://127.0.0.1/")
     assert host.path("/var/lib/sentry/data/.nodeinfo").exists()
     assert deployment.salt.apply("sentry.clean").changed == {}
 
@@ -283,7 +293,6 @@ def test_clean_removes_everything_but_the_data_and_apply_works_again(deployment,
 
 def test_test_mode_on_a_fresh_host_changes_nothing(sentry_deb):
     with new_host("dry-run") as host:
-        host.prepare_services()
         salt = MasterlessSalt(host, master_pillar(sentry_deb))
         before = salt.changed_files()
         planned = salt.apply("sentry", "test=True")
@@ -299,3 +308,5 @@ def test_test_mode_on_a_fresh_host_changes_nothing(sentry_deb):
         } <= would_change
         assert salt.changed_files() == before
         assert host.run(["id", "sentry"], check=False).returncode != 0
+        for service in ("supervisor", "nginx"):
+            assert host.run(["service", service, "status"], check=False).returncode != 0, f"{service} was started"

@@ -31,7 +31,6 @@ PILLAR = {
 @pytest.fixture(scope="module")
 def host(sentry_deb):
     with new_host("loader-admin") as host:
-        host.prepare_services()
         pillar = json.loads(json.dumps(PILLAR))
         pillar["sentry"]["package"] = {"source": "deb", "deb": str(sentry_deb)}
         pillar["sentry"]["bootstrap"] = {}

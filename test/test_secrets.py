@@ -76,7 +76,6 @@ def readable_by_others(host, relative: Path) -> bool:
 @pytest.fixture(scope="module")
 def applied(sentry_deb):
     with new_host("secrets") as host:
-        host.prepare_services()
         deb_inside = f"/srv/debs/{sentry_deb.name}"
         host.path("/srv/debs").mkdir(parents=True)
         shutil.copy(sentry_deb, host.path(deb_inside))

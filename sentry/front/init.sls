@@ -8,6 +8,9 @@
   {%- do raise("sentry pillar: sentry:front:master (host:port of the master's nginx) is required for sentry.front") %}
 {%- endif %}
 
+include:
+  - {{ tplroot }}.nginx.default_site
+
 sentry-front-nginx-package:
   pkg.installed:
     - name: {{ nginx.package }}
@@ -33,28 +36,17 @@ sentry-front-site-enabled:
     - require:
       - file: sentry-front-site-file
 
-{%- if nginx.disable_default_site %}
-sentry-front-default-site:
-  file.absent:
-    - name: {{ nginx.sites_enabled }}/default
-    - require:
-      - pkg: sentry-front-nginx-package
-{%- else %}
-sentry-front-default-site:
-  test.nop: []
-{%- endif %}
-
 sentry-front-config-valid:
   cmd.run:
     - name: nginx -t -q
     - onchanges:
       - file: sentry-front-site-file
       - file: sentry-front-site-enabled
-      - sentry-front-default-site
+      - sentry-nginx-default-site
 
 {#- A reload: requests in flight finish on the old workers, none fails. #}
 sentry-front-nginx-service:
-  service.running:
+  sentry_service.running:
     - name: {{ nginx.service }}
     - enable: true
     - reload: true
@@ -63,4 +55,4 @@ sentry-front-nginx-service:
     - watch:
       - file: sentry-front-site-file
       - file: sentry-front-site-enabled
-      - sentry-front-default-site
+      - sentry-nginx-default-site

@@ -1,11 +1,17 @@
-{#- Remove the site and reload nginx; nginx itself stays (other sites may use it). #}
+{#- Remove the site, put Debian's default site back if sentry set it aside, and
+    reload nginx; nginx itself stays (other sites may use it). #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
 {%- set nginx = sentry.nginx %}
 
+include:
+  - {{ tplroot }}.nginx.default_site.clean
+
 sentry-nginx-site-enabled-absent:
   file.absent:
     - name: {{ nginx.sites_enabled }}/{{ nginx.site }}.conf
+    - require_in:
+      - file: sentry-nginx-default-site-restored
 
 sentry-nginx-site-file-absent:
   file.absent:
@@ -17,3 +23,4 @@ sentry-nginx-reloaded:
     - onlyif: test -e /run/nginx.pid
     - onchanges:
       - file: sentry-nginx-site-enabled-absent
+      - file: sentry-nginx-default-site-restored

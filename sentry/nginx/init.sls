@@ -33,6 +33,7 @@
 
 include:
   - {{ tplroot }}.user
+  - {{ tplroot }}.nginx.default_site
 
 sentry-nginx-package:
   pkg.installed:
@@ -70,17 +71,6 @@ sentry-nginx-site-enabled:
     - require:
       - file: sentry-nginx-site-file
 
-{%- if nginx.disable_default_site %}
-sentry-nginx-default-site:
-  file.absent:
-    - name: {{ nginx.sites_enabled }}/default
-    - require:
-      - pkg: sentry-nginx-package
-{%- else %}
-sentry-nginx-default-site:
-  test.nop: []
-{%- endif %}
-
 sentry-nginx-config-valid:
   cmd.run:
     - name: nginx -t -q
@@ -90,7 +80,7 @@ sentry-nginx-config-valid:
       - sentry-nginx-default-site
 
 sentry-nginx-service:
-  service.running:
+  sentry_service.running:
     - name: {{ nginx.service }}
     - enable: true
     - reload: true

@@ -14,8 +14,9 @@ sentry-supervisor-package:
   pkg.installed:
     - name: {{ supervisor.package }}
 
+{#- Started through systemd when it is PID 1, else through Debian's init script. #}
 sentry-supervisor-service:
-  service.running:
+  sentry_service.running:
     - name: {{ supervisor.service }}
     - enable: true
     - require:
@@ -43,7 +44,7 @@ sentry-supervisor-program-running:
     - ready_timeout: {{ supervisor.ready_timeout }}
     - socket_path: {{ supervisor.socket }}
     - require:
-      - service: sentry-supervisor-service
+      - sentry_service: sentry-supervisor-service
       - file: sentry-supervisor-program-file
       - sentry_server: sentry-server-initialised
       - file: sentry-server-logdir

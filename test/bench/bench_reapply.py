@@ -43,7 +43,6 @@ def main() -> int:
         }
     }
     with new_host("bench") as host:
-        host.prepare_services()
         # The floor: salt-call's start-up, pillar and one state that does nothing.
         host.sh(f"mkdir -p {EMPTY_STATES} && printf 'nothing:\\n  test.nop: []\\n' > {EMPTY_STATES}/empty.sls")
         salt = MasterlessSalt(host, pillar, extra_file_roots=(EMPTY_STATES,))

@@ -1,0 +1,195 @@
+"""Start, stop and reload the services sentry needs, on every kind of Debian host.
+
+Salt's ``service`` module serves a host booted with systemd. Where systemd is
+installed but not running (containers, chroots, CI runners) it runs in
+"offline mode" and starts nothing; where systemd is absent it relies on
+``runlevel``, which such hosts often lack. This module asks at run time which
+init is in charge: systemd booted (``/run/systemd/system`` exists) goes through
+Salt's ``service`` module unchanged; anything else goes through Debian's init
+scripts (``service NAME ACTION``, which gives the daemon a clean environment,
+as a boot would).
+
+Enabling at boot without a running systemd: ``systemctl enable`` works offline
+where systemd is installed; otherwise ``update-rc.d``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "sentry_service"
+__func_alias__ = {"reload_": "reload"}
+
+SYSTEMD_RUNTIME = "/run/systemd/system"  # sd_booted(): systemd is PID 1
+INIT_SCRIPTS = "/etc/init.d"
+RUNLEVELS = "2345"
+TIMEOUT = 120
+
+
+def __virtual__():
+    if not os.path.isdir(INIT_SCRIPTS) and not os.path.isdir(SYSTEMD_RUNTIME):
+        return (False, "sentry_service: neither a running systemd nor /etc/init.d on this host")
+    return __virtualname__
+
+
+def init_system() -> str:
+    """
+    Which init is in charge here: ``systemd`` (booted) or ``sysv`` (init scripts).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.init_system
+    """
+    return "systemd" if os.path.isdir(SYSTEMD_RUNTIME) else "sysv"
+
+
+def _script(name: str) -> str:
+    path = os.path.join(INIT_SCRIPTS, name)
+    if not os.access(path, os.X_OK):
+        raise CommandExecutionError(
+            f"{name}: systemd is not running on this host and there is no init script {path}; "
+            f"install the package that provides the service, or boot with systemd"
+        )
+    return path
+
+
+def _sysv(name: str, action: str) -> dict:
+    """Run the init script's ``action`` as ``service`` does: clean environment, no policy-rc.d."""
+    script = _script(name)
+    argv = ["service", name, action] if shutil.which("service") else [script, action]
+    return __salt__["cmd.run_all"](argv, python_shell=False, timeout=TIMEOUT, ignore_retcode=True)
+
+
+def _must(name: str, action: str) -> bool:
+    done = _sysv(name, action)
+    if done["retcode"] != 0:
+        output = "\n".join(part for part in (done["stdout"], done["stderr"]) if part).strip()
+        raise CommandExecutionError(f"service {name} {action} failed (exit {done['retcode']}): {output}")
+    return True
+
+
+def status(name: str) -> bool:
+    """
+    Whether the service ``name`` is running.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.status nginx
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.status"](name))
+    return _sysv(name, "status")["retcode"] == 0
+
+
+def start(name: str) -> bool:
+    """
+    Start the service ``name``; True once its init says it started.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.start supervisor
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.start"](name))
+    return _must(name, "start")
+
+
+def stop(name: str) -> bool:
+    """
+    Stop the service ``name``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.stop nginx
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.stop"](name))
+    return _must(name, "stop")
+
+
+def restart(name: str) -> bool:
+    """
+    Restart the service ``name`` (start it when it is not running).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.restart supervisor
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.restart"](name))
+    return _must(name, "restart")
+
+
+def reload_(name: str) -> bool:
+    """
+    Have the running service ``name`` reread its configuration.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.reload nginx
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.reload"](name))
+    return _must(name, "reload")
+
+
+def _rc_links(name: str) -> list[str]:
+    return [link for level in RUNLEVELS for link in glob.glob(f"/etc/rc{level}.d/S[0-9][0-9]{name}")]
+
+
+def enabled(name: str) -> bool:
+    """
+    Whether ``name`` starts at boot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.enabled nginx
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.enabled"](name))
+    if shutil.which("systemctl"):
+        # systemd installed, not running: it is what would boot the host.
+        answer = __salt__["cmd.run_all"](["systemctl", "is-enabled", name], python_shell=False, ignore_retcode=True)
+        return answer["stdout"].strip() in ("enabled", "enabled-runtime", "alias", "static", "generated")
+    return bool(_rc_links(name))
+
+
+def enable(name: str) -> bool:
+    """
+    Have ``name`` start at boot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_service.enable supervisor
+    """
+    if init_system() == "systemd":
+        return bool(__salt__["service.enable"](name))
+    _script(name)
+    argv = ["systemctl", "enable", name] if shutil.which("systemctl") else ["update-rc.d", name, "enable"]
+    if argv[0] == "update-rc.d" and not _rc_links(name):
+        # No links at all yet (never installed with defaults): make them first.
+        __salt__["cmd.run_all"](["update-rc.d", name, "defaults"], python_shell=False)
+    done = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    if done["retcode"] != 0:
+        raise CommandExecutionError(f"{' '.join(argv)} failed: {done['stderr'] or done['stdout']}")
+    return True

@@ -1,0 +1,165 @@
+"""sentry_service (module and state) with Salt's loader mocks: which init does the work, and when.
+
+No root, no host: the init scripts and Salt's own service module are replaced
+by recorders. The hosts where the formula really starts supervisor and nginx
+this way are in test_deploy and test_formula.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+service_module = load("_modules/sentry_service.py", "sentry_service_module")
+service_state = load("_states/sentry_service.py", "sentry_service_state")
+
+
+class Host:
+    """What the init scripts and Salt's systemd module would say; records what was run."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.ran: list[list[str]] = []
+        self.salt_calls: list[tuple[str, str]] = []
+        self.fail: set[str] = set()
+
+    def cmd_run_all(self, argv, **kwargs):
+        self.ran.append(list(argv))
+        name, action = argv[1], argv[2] if argv[0] == "service" else (None, None)
+        if argv[:1] == ["systemctl"]:
+            return {"retcode": 0, "stdout": "enabled", "stderr": ""}
+        if action in self.fail:
+            return {"retcode": 1, "stdout": "", "stderr": f"{name} {action}: it broke"}
+        if action == "status":
+            return {"retcode": 0 if name in self.running else 3, "stdout": "", "stderr": ""}
+        if action in ("start", "restart"):
+            self.running.add(name)
+        if action == "stop":
+            self.running.discard(name)
+        return {"retcode": 0, "stdout": "", "stderr": ""}
+
+    def salt_service(self, function):
+        def call(name):
+            self.salt_calls.append((function, name))
+            if function in ("start", "restart"):
+                self.running.add(name)
+            return function != "status" or name in self.running
+
+        return call
+
+
+@pytest.fixture
+def host():
+    return Host()
+
+
+@pytest.fixture
+def booted(tmp_path, monkeypatch):
+    """Whether /run/systemd/system exists: a folder the test makes or not."""
+    runtime = tmp_path / "systemd"
+    monkeypatch.setattr(service_module, "SYSTEMD_RUNTIME", str(runtime))
+    init_d = tmp_path / "init.d"
+    init_d.mkdir()
+    for name in ("nginx", "supervisor"):
+        (init_d / name).write_text("#!/bin/sh\n")
+        (init_d / name).chmod(0o755)
+    monkeypatch.setattr(service_module, "INIT_SCRIPTS", str(init_d))
+    monkeypatch.setattr(service_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    return runtime
+
+
+@pytest.fixture
+def configure_loader_modules(host):
+    salt = {
+        "cmd.run_all": host.cmd_run_all,
+        **{f"service.{f}": host.salt_service(f) for f in ("status", "start", "stop", "restart", "reload", "enabled")},
+    }
+    module_funcs = {
+        "init_system": service_module.init_system,
+        "status": service_module.status,
+        "start": service_module.start,
+        "restart": service_module.restart,
+        "reload": service_module.reload_,
+        "enabled": service_module.enabled,
+        "enable": service_module.enable,
+    }
+    return {
+        service_module: {"__salt__": salt},
+        service_state: {
+            "__salt__": {f"sentry_service.{k}": v for k, v in module_funcs.items()},
+            "__opts__": {"test": False},
+            "__context__": {},
+        },
+    }
+
+
+def test_without_a_running_systemd_the_init_script_starts_it(host, booted):
+    assert service_module.init_system() == "sysv"
+    ret = service_state.running("nginx")
+    assert ret["result"] is True and ret["changes"] == {"running": {"old": False, "new": True}}
+    assert ["service", "nginx", "start"] in host.ran
+    assert host.salt_calls == []  # Salt's own service module would only say OFFLINE mode here
+    again = service_state.running("nginx")
+    assert again["result"] is True and again["changes"] == {}
+
+
+def test_a_booted_systemd_goes_through_salts_service_module(host, booted):
+    booted.mkdir()
+    assert service_module.init_system() == "systemd"
+    ret = service_state.running("supervisor")
+    assert ret["result"] is True
+    assert ("start", "supervisor") in host.salt_calls
+    assert not [argv for argv in host.ran if argv[:1] == ["service"]]
+
+
+def test_test_mode_starts_nothing(host, booted):
+    service_state.__opts__["test"] = True
+    ret = service_state.running("nginx")
+    assert ret["result"] is None and "running" in ret["changes"]
+    read_only = (["service", "nginx", "status"], ["systemctl", "is-enabled", "nginx"])
+    assert [argv for argv in host.ran if argv not in read_only] == []
+    assert service_state.mod_watch("nginx", reload=True)["result"] is None
+    assert "nginx" not in host.running
+
+
+def test_a_watch_reloads_a_running_service_and_not_one_this_run_started(host, booted):
+    host.running.add("nginx")
+    ret = service_state.mod_watch("nginx", sfun="running", reload=True)
+    assert ret["changes"] == {"reload": True}
+    assert host.ran[-1] == ["service", "nginx", "reload"]
+
+    service_state.running("supervisor")
+    ran = len(host.ran)
+    ret = service_state.mod_watch("supervisor", sfun="running")
+    assert ret["changes"] == {} and len(host.ran) == ran
+
+
+def test_a_stopped_service_is_started_not_reloaded_on_watch(host, booted):
+    ret = service_state.mod_watch("nginx", sfun="running", reload=True)
+    assert ret["changes"] == {"restart": True}
+    assert "nginx" in host.running
+
+
+def test_a_failing_init_script_fails_the_state_with_its_output(host, booted):
+    host.fail.add("start")
+    ret = service_state.running("nginx")
+    assert ret["result"] is False
+    assert "service nginx start failed" in ret["comment"] and "it broke" in ret["comment"]
+
+
+def test_no_init_script_and_no_systemd_names_what_is_missing(host, booted):
+    with pytest.raises(CommandExecutionError, match=r"no init script .*/apache2"):
+        service_module.start("apache2")
