@@ -195,7 +195,6 @@ class TestHost:
         if self.address:
             subprocess.run([*ip, "route", "add", "default", "via", BRIDGE_ADDRESS], check=True)
 
-
     def _wait_for_init(self) -> int:
         deadline = time.monotonic() + self.start_timeout
         children = Path(f"/proc/{self._launcher.pid}/task/{self._launcher.pid}/children")
