@@ -326,3 +326,43 @@ def test_purge_removes_the_package_and_keeps_the_data(bare_host, sentry_deb):
         if not (path.is_dir() and (Path("/") / path.relative_to(bare_host.changes)).is_dir())
     ]
     assert not [p for p in left if p.startswith(("opt/", "usr/"))], sorted(left)
+
+
+HTTPS_SERVER = """
+import http.server, ssl, sys
+server = http.server.HTTPServer(("127.0.0.1", 8443), http.server.SimpleHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("/tmp/tls/server.pem", "/tmp/tls/server.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"""
+
+FETCH = "import httpx; print(httpx.get('https://127.0.0.1:8443/index.html').text)"
+
+
+def test_outgoing_tls_trusts_the_hosts_ca_store(bare_host, sentry_deb):
+    """A CA added with update-ca-certificates is trusted, with a daemon's clean environment and nothing else."""
+    host = bare_host
+    install_deb(host, sentry_deb)
+    host.sh(
+        "mkdir -p /tmp/tls/www && cd /tmp/tls && echo sentry-upstream > www/index.html"
+        " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=sentry test CA'"
+        "    -keyout ca.key -out ca.pem 2>/dev/null"
+        " && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null"
+        " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
+        " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+        "    -extfile san.ext -out server.pem 2>/dev/null"
+    )
+    host.path("/tmp/tls/serve.py").write_text(HTTPS_SERVER)
+    host.sh("cd /tmp/tls/www; setsid /usr/bin/python3 /tmp/tls/serve.py >/tmp/tls/log 2>&1 </dev/null &")
+    host.wait_for("curl -sk -o /dev/null https://127.0.0.1:8443/index.html", timeout=20)
+    fetch = ["env", "-i", "/opt/virtualenvs/sentry/bin/python", "-c", FETCH]
+
+    unknown = host.run(fetch, check=False)
+    assert unknown.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in unknown.stderr
+
+    shutil.copy(host.path("/tmp/tls/ca.pem"), host.path("/usr/local/share/ca-certificates") / "sentry-test-ca.crt")
+    host.run(["update-ca-certificates"])
+    assert host.run(fetch).stdout.strip() == "sentry-upstream"
+    where = host.run(["env", "-i", *fetch[2:4], "import certifi; print(certifi.where())"])
+    assert host.run(["readlink", "-f", where.stdout.strip()]).stdout.strip() == "/etc/ssl/certs/ca-certificates.crt"
