@@ -171,17 +171,18 @@ class SaltCluster:
 
     # --- minions ---------------------------------------------------------
 
-    def add_minion(self, minion_id: str, pillar: dict) -> TestHost:
-        return self.add_minions({minion_id: pillar})[minion_id]
+    def add_minion(self, minion_id: str, pillar: dict, *, kind: str = "systemd") -> TestHost:
+        return self.add_minions({minion_id: pillar}, kind=kind)[minion_id]
 
-    def add_minions(self, pillars: dict[str, dict]) -> dict[str, TestHost]:
+    def add_minions(self, pillars: dict[str, dict], *, kind: str = "systemd") -> dict[str, TestHost]:
         """A test host per minion id (named after it), its minion answering the master, modules synced.
 
-        All start before any is waited for: a minion takes about 2 s to reach the master.
+        ``kind``: the hosts' root (conftest's ``HOST_KINDS``). All start before
+        any is waited for: a minion takes about 2 s to reach the master.
         """
         for minion_id, pillar in pillars.items():
             self.set_pillar(minion_id, pillar)
-            self._start_host(minion_id)
+            self._start_host(minion_id, kind)
         for minion_id in pillars:
             self._wait_for_minion(minion_id)
         targets = ",".join(pillars)
@@ -190,9 +191,9 @@ class SaltCluster:
         self.synced.update(synced.data)
         return {minion_id: self.hosts[minion_id] for minion_id in pillars}
 
-    def _start_host(self, minion_id: str) -> None:
+    def _start_host(self, minion_id: str, kind: str) -> None:
         self.delete_key(minion_id)  # a leftover key would get the new minion's key Denied
-        host = new_host(minion_id, address=host_address(self.next_number))
+        host = new_host(minion_id, kind=kind, address=host_address(self.next_number))
         self.next_number += 1
         host.start()
         self.hosts[minion_id] = host

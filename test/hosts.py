@@ -1,11 +1,14 @@
 """Throw-away test hosts: a network namespace plus a mount namespace over an overlay.
 
-Each host sees this machine's root filesystem read-only underneath a tmpfs
-layer: ``dpkg -i``, users and files under ``/etc`` stay inside and vanish when
-the host is destroyed, so the suite leaves the machine as it found it and
-passes twice in a row.  No Docker engine is needed.
+Each host sees a clean Debian root filesystem (``root``, made by
+``script/make-hostroot``) read-only underneath a tmpfs layer: ``dpkg -i``,
+users and files under ``/etc`` stay inside and vanish when the host is
+destroyed, so the suite leaves the machine as it found it and passes twice in
+a row. Nothing this machine installed or deployed shows through, and
+installing packages on the machine does not change a running host's files.
+No Docker engine is needed.
 
-    with TestHost("pkg") as host:
+    with TestHost("pkg", root="build/hostroot/systemd-0123abcd") as host:
         host.run(["dpkg", "-i", "/tmp/sentry.deb"])
 
 Commands run inside through ``nsenter``; files are reached from outside through
@@ -40,7 +43,7 @@ set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 sentry-testhost {scratch}
 mkdir {scratch}/upper {scratch}/work {scratch}/root
-mount -t overlay overlay -o lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work {scratch}/root
+mount -t overlay overlay -o lowerdir={root},upperdir={scratch}/upper,workdir={scratch}/work {scratch}/root
 mount -t proc proc {scratch}/root/proc
 mount --rbind /dev {scratch}/root/dev
 mount -t sysfs sysfs {scratch}/root/sys
@@ -95,14 +98,27 @@ class TestHost:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, name: str, start_timeout: float = 10.0, address: str | None = None, shared: tuple[str, ...] = ()
+        self,
+        name: str,
+        start_timeout: float = 10.0,
+        address: str | None = None,
+        shared: tuple[str, ...] = (),
+        *,
+        root: str | os.PathLike,
     ) -> None:
-        """``address``: this host's IPv4 address on the test bridge (see ``BRIDGE``); none keeps it on loopback.
+        """``root``: the root filesystem the host starts from, the overlay's read-only lower layer.
+
+        ``address``: this host's IPv4 address on the test bridge (see ``BRIDGE``); none keeps it on loopback.
 
         ``shared``: directories of this machine the host sees at the same path even
         where its own mounts (a tmpfs /tmp) would hide them; its writes stay inside.
         """
         self.name = name
+        self.root = Path(root).resolve()
+        if not (self.root / "usr" / "bin" / "python3").is_file():
+            raise TestHostError(
+                f"{self.root} is no root for a test host (no /usr/bin/python3): see script/make-hostroot"
+            )
         self.shared = tuple(str(Path(path).resolve()) for path in shared)
         self.netns = f"sentry-test-{name}"
         self.start_timeout = start_timeout
@@ -120,6 +136,7 @@ class TestHost:
             self._attach_to_bridge()
         script = SETUP_SCRIPT.format(
             scratch=SCRATCH,
+            root=shlex.quote(str(self.root)),
             name=shlex.quote(self.name),
             init=shlex.quote(INIT_PROGRAM),
             marker=INIT_MARKER,
