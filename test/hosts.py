@@ -93,11 +93,18 @@ def ensure_bridge() -> None:
 
 
 def remove_bridge() -> None:
-    """Remove the bridge unless a host (of another test run on this machine) is still attached to it."""
+    """Remove the bridge unless another test run on this machine still uses it.
+
+    It does while a host is attached, or while its salt-master listens on the
+    bridge's address (before its first host starts, or after the last went).
+    """
     attached = subprocess.run(
         ["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True, check=False
     )
     if attached.returncode == 0 and attached.stdout.strip():
+        return
+    listening = subprocess.run(["ss", "-Hltn", "src", BRIDGE_ADDRESS], capture_output=True, text=True, check=False)
+    if listening.returncode == 0 and listening.stdout.strip():
         return
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
 
