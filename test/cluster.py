@@ -11,8 +11,9 @@ out but the bridge. Each minion gets its own pillar, which a test can change.
         cluster.salt("cl-a", "test.ping").data
         cluster.orchestrate("sentry.upgrade", pillar={...}).returncode  # salt-run
 
-Teardown leaves nothing behind: the hosts are destroyed (their minions die
-with them), the minions' keys are deleted from the master, the master stops.
+Teardown leaves nothing behind, even when Ctrl-C or SIGTERM cut the test
+short: the hosts are destroyed (their minions die with them), the minions'
+keys are deleted from the master, the master stops.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, new_host
-from hosts import BRIDGE_ADDRESS, TestHost, ensure_bridge, host_address
+from hosts import BRIDGE_ADDRESS, TestHost, deferred_signals, ensure_bridge, host_address
 
 MINION_CONF = "/etc/salt-minion-test"
 MINION_ROOT = "/srv/salt-minion-test"
@@ -130,20 +131,39 @@ class SaltCluster:
     # --- lifecycle -------------------------------------------------------
 
     def start(self) -> SaltCluster:
+        """Start the master; stopped half-way (Ctrl-C too), it does not stay behind."""
         ensure_bridge()  # the master listens on the bridge's address, before any host exists
-        self.master.start(start_timeout=120)
+        try:
+            self.master.start(start_timeout=120)
+        except BaseException:
+            self._terminate_master()
+            raise
         return self
 
     def stop(self) -> None:
-        """Hosts (and the minions in them) first, then their keys, then the master; each even if one fails."""
+        """Hosts (and the minions in them) first, then their keys, then the master.
+
+        Each even if one before failed or Ctrl-C (or SIGTERM) came meanwhile:
+        the hosts not yet removed and the master go in any case.
+        """
         errors = []
-        for minion_id in list(self.hosts):
-            try:
-                self.remove_minion(minion_id)
-            except Exception as exc:  # the other hosts must go too
-                errors.append(f"{minion_id}: {exc}")
-        self.master.terminate()
+        try:
+            for minion_id in list(self.hosts):
+                try:
+                    self.remove_minion(minion_id)
+                except Exception as exc:  # the other hosts must go too
+                    errors.append(f"{minion_id}: {exc}")
+        finally:
+            for host in self.hosts.values():
+                host.destroy()
+            self.hosts.clear()
+            self._terminate_master()
         assert not errors, errors
+
+    def _terminate_master(self) -> None:
+        """Its processes all go: salt-factories unregisters its own exit handler before it kills them."""
+        with deferred_signals():
+            self.master.terminate()
 
     def __enter__(self) -> SaltCluster:
         return self.start()
@@ -171,17 +191,18 @@ class SaltCluster:
 
     # --- minions ---------------------------------------------------------
 
-    def add_minion(self, minion_id: str, pillar: dict) -> TestHost:
-        return self.add_minions({minion_id: pillar})[minion_id]
+    def add_minion(self, minion_id: str, pillar: dict, *, kind: str = "systemd") -> TestHost:
+        return self.add_minions({minion_id: pillar}, kind=kind)[minion_id]
 
-    def add_minions(self, pillars: dict[str, dict]) -> dict[str, TestHost]:
+    def add_minions(self, pillars: dict[str, dict], *, kind: str = "systemd") -> dict[str, TestHost]:
         """A test host per minion id (named after it), its minion answering the master, modules synced.
 
-        All start before any is waited for: a minion takes about 2 s to reach the master.
+        ``kind``: the hosts' root (conftest's ``HOST_KINDS``). All start before
+        any is waited for: a minion takes about 2 s to reach the master.
         """
         for minion_id, pillar in pillars.items():
             self.set_pillar(minion_id, pillar)
-            self._start_host(minion_id)
+            self._start_host(minion_id, kind)
         for minion_id in pillars:
             self._wait_for_minion(minion_id)
         targets = ",".join(pillars)
@@ -190,12 +211,12 @@ class SaltCluster:
         self.synced.update(synced.data)
         return {minion_id: self.hosts[minion_id] for minion_id in pillars}
 
-    def _start_host(self, minion_id: str) -> None:
+    def _start_host(self, minion_id: str, kind: str) -> None:
         self.delete_key(minion_id)  # a leftover key would get the new minion's key Denied
-        host = new_host(minion_id, address=host_address(self.next_number))
+        host = new_host(minion_id, kind=kind, address=host_address(self.next_number))
         self.next_number += 1
+        self.hosts[minion_id] = host  # before it starts, so that stop() finds a half-started host too
         host.start()
-        self.hosts[minion_id] = host
         no_route_out(host)
         self._start_minion(host, minion_id)
 
@@ -237,7 +258,8 @@ class SaltCluster:
 
     def remove_minion(self, minion_id: str) -> None:
         """Destroy the host (its minion dies with it) and delete the minion's key."""
-        self.hosts.pop(minion_id).destroy()
+        self.hosts[minion_id].destroy()
+        del self.hosts[minion_id]
         self.delete_key(minion_id)
 
     def delete_key(self, minion_id: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.parse
@@ -17,13 +20,55 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aptrepo import make_apt_repo
-from hosts import TestHost, remove_bridge
+from hosts import TestHost, TestHostError, remove_bridge
 
 REPO = Path(__file__).resolve().parent.parent
 PINS = REPO / "packaging" / "pins"
 DEFAULT_VERSION = (PINS / "DEFAULT").read_text().strip()
 REVISION = (REPO / "packaging" / "REVISION").read_text().strip()
 PIP_VENV = "/tmp/pip-venv"
+# Kinds of clean root a test host starts from (script/make-hostroot): systemd
+# installed but not running (the default, as on most containers and CI
+# runners), or no systemd at all.
+HOST_KINDS = ("systemd", "nosystemd")
+HOST_ROOT_TIMEOUT = 1800
+
+
+class SigtermAsCtrlC:
+    """SIGTERM stops the run as Ctrl-C does, so pytest runs every teardown (hosts, netns, salt-masters).
+
+    Python's default for SIGTERM is to die at once and leave all of them
+    behind. A second SIGTERM while tearing down is ignored, as it would cut
+    the teardown short (a second Ctrl-C still does).
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.previous: signal.Handlers | object = signal.SIG_DFL
+
+    def install(self) -> None:
+        self.previous = signal.signal(signal.SIGTERM, self)
+
+    def uninstall(self) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+    def __call__(self, signum: int, _frame) -> None:
+        if self.stopping:
+            print("\nSIGTERM: already stopping, tearing down", file=sys.stderr)
+            return
+        self.stopping = True
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+
+_sigterm_as_ctrl_c = SigtermAsCtrlC()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _sigterm_as_ctrl_c.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _sigterm_as_ctrl_c.uninstall()
 
 
 def build_deb(version: str) -> Path:
@@ -40,6 +85,49 @@ def build_deb(version: str) -> Path:
 
 def known_versions() -> list[str]:
     return sorted((p.stem for p in PINS.glob("*.txt")), key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+@functools.cache
+def host_root(kind: str = "systemd") -> Path:
+    """The clean Debian 12 root test hosts of ``kind`` start from: made once by script/make-hostroot, then reused.
+
+    Works without pytest too (test/bench). An interrupted build is stopped
+    with all its processes; a later call starts it afresh.
+    """
+    if kind not in HOST_KINDS:
+        raise ValueError(f"host kind {kind!r}: one of {', '.join(HOST_KINDS)}")
+    builder = subprocess.Popen(
+        [str(REPO / "script" / "make-hostroot"), kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: mmdebstrap and apt go with it
+    )
+    try:
+        stdout, stderr = builder.communicate(timeout=HOST_ROOT_TIMEOUT)
+    except BaseException:
+        os.killpg(builder.pid, signal.SIGTERM)
+        try:
+            builder.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(builder.pid, signal.SIGKILL)
+            builder.wait()
+        raise
+    if builder.returncode != 0:
+        raise TestHostError(f"script/make-hostroot {kind} failed:\n{stdout[-5000:]}\n{stderr[-5000:]}")
+    return Path(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def systemd_root() -> Path:
+    """The default hosts' root, made (or found) once before the first test rather than inside one."""
+    return host_root("systemd")
+
+
+@pytest.fixture(scope="session")
+def nosystemd_root() -> Path:
+    """The root of hosts without systemd: Debian's init scripts and ``service`` only."""
+    return host_root("nosystemd")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,9 +161,12 @@ def salt_factories_config(tmp_path_factory):
     return {"root_dir": tmp_path_factory.mktemp("salt-factories"), "slow_stop": False}
 
 
-def new_host(name: str, **kwargs) -> TestHost:
-    """A test host that also sees this repository (the tooling venv, the debs) wherever it lies."""
-    return TestHost(name, shared=(str(REPO),), **kwargs)
+def new_host(name: str, *, kind: str = "systemd", **kwargs) -> TestHost:
+    """A test host on a clean root of ``kind`` (see ``HOST_KINDS``) that also sees this repository.
+
+    The repository brings the tooling venv and the built debs, wherever it lies.
+    """
+    return TestHost(name, root=host_root(kind), shared=(str(REPO),), **kwargs)
 
 
 def install_deb(host: TestHost, deb: Path) -> None:
@@ -83,11 +174,22 @@ def install_deb(host: TestHost, deb: Path) -> None:
     host.run(["dpkg", "-i", f"/tmp/{deb.name}"])
 
 
+def host_name(request: pytest.FixtureRequest) -> str:
+    """A host name after the test's own name."""
+    return re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:20].strip("-")
+
+
 @pytest.fixture
 def bare_host(request):
     """A fresh test host with nothing installed; gone after the test."""
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:20].strip("-")
-    with new_host(name) as host:
+    with new_host(host_name(request)) as host:
+        yield host
+
+
+@pytest.fixture
+def nosystemd_host(request, nosystemd_root):
+    """A fresh test host without systemd (no systemctl), as bare as ``bare_host``; gone after the test."""
+    with new_host(host_name(request), kind="nosystemd") as host:
         yield host
 
 

@@ -1,11 +1,14 @@
 """Throw-away test hosts: a network namespace plus a mount namespace over an overlay.
 
-Each host sees this machine's root filesystem read-only underneath a tmpfs
-layer: ``dpkg -i``, users and files under ``/etc`` stay inside and vanish when
-the host is destroyed, so the suite leaves the machine as it found it and
-passes twice in a row.  No Docker engine is needed.
+Each host sees a clean Debian root filesystem (``root``, made by
+``script/make-hostroot``) read-only underneath a tmpfs layer: ``dpkg -i``,
+users and files under ``/etc`` stay inside and vanish when the host is
+destroyed, so the suite leaves the machine as it found it and passes twice in
+a row. Nothing this machine installed or deployed shows through, and
+installing packages on the machine does not change a running host's files.
+No Docker engine is needed.
 
-    with TestHost("pkg") as host:
+    with TestHost("pkg", root="build/hostroot/systemd-0123abcd") as host:
         host.run(["dpkg", "-i", "/tmp/sentry.deb"])
 
 Commands run inside through ``nsenter``; files are reached from outside through
@@ -15,15 +18,27 @@ Commands run inside through ``nsenter``; files are reached from outside through
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 import shlex
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SCRATCH = "/mnt"  # shadowed by a tmpfs inside the host's own mount namespace
 INIT_MARKER = "sentry-testhost-init"
+
+# Prepended to the names a host takes in the machine's own namespace (its
+# netns, its end of the veth), so that test runs sharing the machine, or one
+# run nested in another, do not take each other's hosts.
+NAME_PREFIX = os.environ.get("SENTRY_TEST_PREFIX", "")
+if not re.fullmatch(r"[a-z0-9-]*", NAME_PREFIX):
+    raise ValueError(f"SENTRY_TEST_PREFIX={NAME_PREFIX!r}: use lower-case letters, digits and '-' only")
 
 # PID 1 of the host: reaps orphans (daemons double-fork) and otherwise sleeps.
 INIT_PROGRAM = (
@@ -40,7 +55,7 @@ set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 sentry-testhost {scratch}
 mkdir {scratch}/upper {scratch}/work {scratch}/root
-mount -t overlay overlay -o lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work {scratch}/root
+mount -t overlay overlay -o lowerdir={root},upperdir={scratch}/upper,workdir={scratch}/work {scratch}/root
 mount -t proc proc {scratch}/root/proc
 mount --rbind /dev {scratch}/root/dev
 mount -t sysfs sysfs {scratch}/root/sys
@@ -88,17 +103,50 @@ def ensure_bridge() -> None:
 
 
 def remove_bridge() -> None:
-    """Remove the bridge unless a host (of another test run on this machine) is still attached to it."""
+    """Remove the bridge unless another test run on this machine still uses it.
+
+    It does while a host is attached, or while its salt-master listens on the
+    bridge's address (before its first host starts, or after the last went).
+    """
     attached = subprocess.run(
         ["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True, check=False
     )
     if attached.returncode == 0 and attached.stdout.strip():
+        return
+    listening = subprocess.run(["ss", "-Hltn", "src", BRIDGE_ADDRESS], capture_output=True, text=True, check=False)
+    if listening.returncode == 0 and listening.stdout.strip():
         return
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
 
 
 class TestHostError(RuntimeError):
     pass
+
+
+# What stops a test run: Ctrl-C, and (see conftest) SIGTERM.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have.
+
+    A teardown cut in half (a host's init killed, its netns not yet deleted)
+    leaves things behind that nothing removes later. Python runs signal
+    handlers in the main thread only, so elsewhere this defers nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: caught.append(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 class TestHost:
@@ -111,8 +159,12 @@ class TestHost:
         address: str | None = None,
         shared: tuple[str, ...] = (),
         address6: str | None = None,
+        *,
+        root: str | os.PathLike,
     ) -> None:
-        """``address``: this host's IPv4 address on the test bridge (see ``BRIDGE``); none keeps it on loopback.
+        """``root``: the root filesystem the host starts from, the overlay's read-only lower layer.
+
+        ``address``: this host's IPv4 address on the test bridge (see ``BRIDGE``); none keeps it on loopback.
 
         ``address6``: its IPv6 address on the bridge; alone (no ``address``) it makes an IPv6-only host.
 
@@ -120,8 +172,13 @@ class TestHost:
         where its own mounts (a tmpfs /tmp) would hide them; its writes stay inside.
         """
         self.name = name
+        self.root = Path(root).resolve()
+        if not (self.root / "usr" / "bin" / "python3").is_file():
+            raise TestHostError(
+                f"{self.root} is no root for a test host (no /usr/bin/python3): see script/make-hostroot"
+            )
         self.shared = tuple(str(Path(path).resolve()) for path in shared)
-        self.netns = f"sentry-test-{name}"
+        self.netns = f"sentry-test-{NAME_PREFIX}{name}"
         self.start_timeout = start_timeout
         self.address = address
         self.address6 = address6
@@ -131,6 +188,14 @@ class TestHost:
     # --- lifecycle -------------------------------------------------------
 
     def start(self) -> TestHost:
+        """Make the netns and the host; whatever stops it half-way (Ctrl-C too) removes what was made."""
+        try:
+            return self._start()
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _start(self) -> TestHost:
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
@@ -138,6 +203,7 @@ class TestHost:
             self._attach_to_bridge()
         script = SETUP_SCRIPT.format(
             scratch=SCRATCH,
+            root=shlex.quote(str(self.root)),
             name=shlex.quote(self.name),
             init=shlex.quote(INIT_PROGRAM),
             marker=INIT_MARKER,
@@ -172,13 +238,12 @@ class TestHost:
         )
         self.init_pid = self._wait_for_init()
         if os.readlink(f"/proc/{self.init_pid}/root") == "/":
-            self.destroy()
             raise TestHostError(f"test host {self.name}: init is not inside its own root; refusing to run there")
         return self
 
     def _attach_to_bridge(self) -> None:
         ensure_bridge()
-        outside = f"vs-{self.name}"[:15]
+        outside = self.veth
         ip = ["ip", "netns", "exec", self.netns, "ip"]
         subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
         subprocess.run(
@@ -194,6 +259,14 @@ class TestHost:
         subprocess.run([*ip, "link", "set", "eth0", "up"], check=True)
         if self.address:
             subprocess.run([*ip, "route", "add", "default", "via", BRIDGE_ADDRESS], check=True)
+
+    @property
+    def veth(self) -> str:
+        """The host's end of its veth pair in the machine's namespace: a name of at most 15 characters."""
+        readable = f"vs-{NAME_PREFIX}{self.name}"
+        if len(readable) <= 15:
+            return readable
+        return "vs-" + hashlib.sha256(self.netns.encode()).hexdigest()[:12]
 
     def _wait_for_init(self) -> int:
         deadline = time.monotonic() + self.start_timeout
@@ -213,25 +286,29 @@ class TestHost:
             except FileNotFoundError:
                 pass
             time.sleep(0.02)
-        self.destroy()
         raise TestHostError(f"test host {self.name} did not start within {self.start_timeout}s")
 
     def destroy(self) -> None:
-        if self.init_pid:
-            try:
-                os.kill(self.init_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self._launcher:
-            try:
-                self._launcher.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._launcher.pid, signal.SIGKILL)
-                self._launcher.wait(timeout=10)
-            self._launcher.stdout.close()
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
-        self.init_pid = None
-        self._launcher = None
+        """Kill everything in the host and delete its netns (the veth goes with it); safe to call again."""
+        with deferred_signals():
+            if self.init_pid:
+                try:
+                    os.kill(self.init_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if self._launcher:
+                if self.init_pid is None:  # stopped before init ran: the setup shell's session goes instead
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self._launcher.pid, signal.SIGKILL)
+                try:
+                    self._launcher.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self._launcher.pid, signal.SIGKILL)
+                    self._launcher.wait(timeout=10)
+                self._launcher.stdout.close()
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+            self.init_pid = None
+            self._launcher = None
 
     def __enter__(self) -> TestHost:
         return self.start()

@@ -1,0 +1,204 @@
+"""A test run stopped by SIGTERM or Ctrl-C leaves nothing behind on the machine.
+
+A small pytest session runs in a subprocess on this repository's conftest: a
+salt-master (SaltCluster) and a minion in a test host on the bridge, then it
+sleeps. Mid-test it gets SIGTERM (as from a CI runner or ``kill``) or SIGINT
+to its whole process group (as from Ctrl-C in a terminal). Afterwards no
+process it started runs, and none of its network namespaces, veths or mounts
+is left. Its hosts' names carry a prefix of their own (SENTRY_TEST_PREFIX):
+this run's hosts, and other runs' on the machine, are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO
+from hosts import NAME_PREFIX
+
+pytestmark = pytest.mark.slow
+
+# Bridge addresses of the inner run's hosts: a range no other test uses.
+INNER_FIRST_HOST_NUMBER = 200
+MID_TEST_TIMEOUT = 300
+EXIT_TIMEOUT = 120
+LEFTOVER_GRACE = 15
+
+INNER_TEST = """
+import json
+import os
+import time
+from pathlib import Path
+
+import psutil
+from cluster import SaltCluster
+from conftest import salt_factories_config  # a module's fixture outranks salt-factories' own default
+
+
+def identities(processes):
+    # pid, start time and command line of each process still there
+    found = []
+    for process in processes:
+        try:
+            found.append([process.pid, process.create_time(), " ".join(process.cmdline())])
+        except psutil.Error:
+            pass  # a salt-master helper that came and went
+    return found
+
+
+def test_stop(salt_factories, tmp_path):
+    cluster = SaltCluster(salt_factories, tmp_path / "c", master_id="stop", first_host_number={first_host_number})
+    with cluster:
+        host = cluster.add_minion("stop-minion", {{}})
+        master = psutil.Process(cluster.master.pid)
+        init = psutil.Process(host.init_pid)
+        started = [
+            psutil.Process(),
+            master,
+            *master.children(recursive=True),
+            init.parent(),  # unshare, which holds the host's namespaces
+            init,
+            *init.children(recursive=True),  # the salt-minion
+        ]
+        marker = Path({marker!r})
+        marker.with_suffix(".tmp").write_text(
+            json.dumps(
+                {{
+                    "processes": identities(started),
+                    "netns": host.netns,
+                    "veth": host.veth,
+                }}
+            )
+        )
+        marker.with_suffix(".tmp").rename(marker)
+        time.sleep(600)
+"""
+
+
+def start_inner_run(workdir: Path, prefix: str, marker: Path, log: Path) -> subprocess.Popen:
+    """The inner pytest session, in a session of its own (its own process group, as a terminal's job is)."""
+    test_file = workdir / "test_stopped.py"
+    test_file.write_text(INNER_TEST.format(first_host_number=INNER_FIRST_HOST_NUMBER, marker=str(marker)))
+    env = {**os.environ, "SENTRY_TEST_PREFIX": prefix, "PYTHONPATH": str(REPO / "test")}
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "conftest",  # the repository's fixtures, from PYTHONPATH
+                "-p",
+                "no:cacheprovider",
+                "-c",
+                os.devnull,
+                "--rootdir",
+                str(workdir),
+                "--basetemp",
+                str(workdir / "t"),
+                "-q",
+                str(test_file),
+            ],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for_marker(run: subprocess.Popen, marker: Path, log: Path) -> dict:
+    deadline = time.monotonic() + MID_TEST_TIMEOUT
+    while not marker.exists():
+        if run.poll() is not None:
+            pytest.fail(f"the inner run ended before its test got going:\n{log.read_text()[-5000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the inner run was not mid-test within {MID_TEST_TIMEOUT}s:\n{log.read_text()[-5000:]}")
+        time.sleep(0.5)
+    return json.loads(marker.read_text())
+
+
+def leftovers(workdir: Path, prefix: str, started: dict) -> list[str]:
+    """What of the inner run is still on the machine: processes, network namespaces, veths, mounts."""
+    found = []
+    recorded = {(pid, round(created, 2)): cmdline for pid, created, cmdline in started["processes"]}
+    for process in psutil.process_iter(["pid", "create_time", "cmdline", "cwd", "environ", "status"]):
+        info = process.info
+        if info["pid"] == os.getpid() or info["status"] == psutil.STATUS_ZOMBIE:
+            continue  # a zombie is gone but for its exit status
+        cmdline = " ".join(info["cmdline"] or ())
+        reasons = []
+        if (info["pid"], round(info["create_time"], 2)) in recorded:
+            reasons.append("started by the inner run")
+        if str(workdir) in cmdline or str(workdir) in (info["cwd"] or ""):
+            reasons.append("works in its directory")
+        if (info["environ"] or {}).get("SENTRY_TEST_PREFIX") == prefix:
+            reasons.append("has its environment")
+        if reasons:
+            found.append(f"process {info['pid']} ({', '.join(reasons)}): {cmdline}")
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    found += [f"netns {line}" for line in netns.splitlines() if line.startswith(f"sentry-test-{prefix}")]
+    if subprocess.run(["ip", "link", "show", started["veth"]], capture_output=True, check=False).returncode == 0:
+        found.append(f"veth {started['veth']}")
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    found += [f"mount {line}" for line in mounts if started["netns"] in line or str(workdir) in line]
+    return found
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
+def test_a_stopped_run_leaves_no_process_namespace_or_mount(stop):
+    prefix = f"{NAME_PREFIX}stop{os.getpid()}-"
+    # Short: the salt-master's unix sockets lie below it, and their paths may have 107 characters at most.
+    workdir = Path(tempfile.mkdtemp(prefix="sentry-stop-"))
+    marker, log = workdir / "mid-test.json", workdir / "inner.log"
+    run = start_inner_run(workdir, prefix, marker, log)
+    try:
+        started = wait_for_marker(run, marker, log)
+        assert started["netns"] == f"sentry-test-{prefix}stop-minion"
+        # Before: the check below sees the inner run's things while they are there.
+        assert any("started by the inner run" in line for line in leftovers(workdir, prefix, started))
+        assert any(line.startswith("netns ") for line in leftovers(workdir, prefix, started))
+
+        if stop == "sigterm":
+            os.kill(run.pid, signal.SIGTERM)
+        else:
+            os.killpg(run.pid, signal.SIGINT)
+        try:
+            returncode = run.wait(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the inner run did not stop within {EXIT_TIMEOUT}s of {stop}:\n{log.read_text()[-5000:]}")
+        output = log.read_text()
+        # pytest's own code for an interrupted session: it tore down as after Ctrl-C.
+        assert returncode == pytest.ExitCode.INTERRUPTED, f"exit {returncode}\n{output[-5000:]}"
+
+        # The kernel removes namespaces and reaps killed processes shortly after.
+        deadline = time.monotonic() + LEFTOVER_GRACE
+        while (left := leftovers(workdir, prefix, started)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, "\n".join([*left, output[-3000:]])
+    finally:
+        stop_for_good(run)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop_for_good(run: subprocess.Popen) -> None:
+    """An inner run this test did not see through: SIGTERM lets it tear down, SIGKILL if it does not."""
+    if run.poll() is not None:
+        return
+    os.kill(run.pid, signal.SIGTERM)
+    try:
+        run.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
