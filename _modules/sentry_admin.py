@@ -280,7 +280,16 @@ def list_indexes(url: str | None = None, user: str | None = None) -> dict:
 
 # --- users and indexes (as root) ---------------------------------------------
 
-INDEX_KEYS = ("bases", "volatile", "acl_upload", "mirror_whitelist")
+INDEX_KEYS = (
+    "bases",
+    "volatile",
+    "acl_upload",
+    "mirror_whitelist",
+    "mirror_url",
+    "mirror_cache_expiry",
+    "mirror_use_external_urls",
+    "mirror_no_project_list",
+)
 
 
 def _as_root(url: str | None, root_password: str | None) -> tuple[str, str]:
@@ -419,22 +428,31 @@ def _check_bases(name: str, bases: list[str], url: str | None) -> None:
 def index_set(name: str, url: str | None = None, root_password: str | None = None, **config) -> dict:
     """
     Create index ``user/index`` or change its settings (bases, volatile,
-    acl_upload, mirror_whitelist), as root. Bases must exist.
+    acl_upload, mirror_whitelist; for ``type=mirror`` mirror_url,
+    mirror_cache_expiry, mirror_use_external_urls, mirror_no_project_list),
+    as root. Bases must exist; the type is set at creation and never changes.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' sentry_admin.index_set alice/dev bases='[root/pypi]' volatile=False
+        salt '*' sentry_admin.index_set root/upstream type=mirror mirror_url=https://pypi.example.org/simple/
     """
     user, index = _split_index(name)
     wanted = {key: value for key, value in config.items() if key in INDEX_KEYS and value is not None}
+    kind = config.get("type") or "stage"
     base, auth = _as_root(url, root_password)
     _check_bases(name, wanted.get("bases", []), base)
     current = index_get(name, url=base)
     if current is None:
-        _check(*_request("PUT", f"{base}/{user}/{index}", {"type": "stage", **wanted}, auth), f"creating index {name}")
+        _check(*_request("PUT", f"{base}/{user}/{index}", {"type": kind, **wanted}, auth), f"creating index {name}")
         return {"index": name, "created": True, "changed": sorted(wanted)}
+    if config.get("type") and current.get("type") != config["type"]:
+        raise CommandExecutionError(
+            f"index {name} is a {current.get('type')} index; its type cannot become {config['type']}:"
+            f" delete it (with its files) or declare it as {current.get('type')}"
+        )
     changed = {key: value for key, value in wanted.items() if current.get(key) != value}
     if changed:
         _check(*_request("PATCH", f"{base}/{user}/{index}", {**current, **changed}, auth), f"changing index {name}")

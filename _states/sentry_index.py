@@ -32,18 +32,31 @@ def present(
     acl_upload: list[str] | None = None,
     mirror_whitelist: list[str] | None = None,
     url: str | None = None,
+    type: str | None = None,  # noqa: A002 - devpi's own name for it
+    mirror_url: str | None = None,
+    mirror_cache_expiry: int | None = None,
+    mirror_use_external_urls: bool | None = None,
+    mirror_no_project_list: bool | None = None,
 ) -> dict:
     """
     Ensure the index ``name`` (``user/index``) exists with these settings; unset ones are left alone.
+
+    ``type`` (stage or mirror) is used when the index is made; an existing
+    index of another type fails the state. Mirrors take the ``mirror_*`` settings.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": f"index {name} is as declared"}
     wanted = {
         key: value
         for key, value in (
+            ("type", type),
             ("bases", bases),
             ("volatile", volatile),
             ("acl_upload", acl_upload),
             ("mirror_whitelist", mirror_whitelist),
+            ("mirror_url", mirror_url),
+            ("mirror_cache_expiry", mirror_cache_expiry),
+            ("mirror_use_external_urls", mirror_use_external_urls),
+            ("mirror_no_project_list", mirror_no_project_list),
         )
         if value is not None
     }

@@ -2,7 +2,18 @@
     There is no clean twin: removing users would remove their packages. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
-{%- set bootstrap, url = sentry.bootstrap, sentry.derived.server_url %}
+{%- set bootstrap, url, mirror = sentry.bootstrap, sentry.derived.server_url, sentry.mirror %}
+{#- root/pypi as sentry:mirror says, unless bootstrap:indexes declares it itself. #}
+{%- set indexes = {} %}
+{%- if not sentry.server.no_root_pypi %}
+  {%- do indexes.update({"root/pypi": {"type": "mirror", "mirror_url": mirror.url,
+                                       "mirror_cache_expiry": mirror.cache_expiry,
+                                       "mirror_use_external_urls": mirror.use_external_urls,
+                                       "mirror_no_project_list": mirror.no_project_list}}) %}
+{%- endif %}
+{%- for name, index in bootstrap.indexes | dictsort %}
+  {%- do indexes.update({name: dict(indexes.get(name, {}), **index)}) %}
+{%- endfor %}
 
 include:
   - {{ tplroot }}.supervisor
@@ -11,8 +22,8 @@ include:
 {#- Bases outside sentry:bootstrap:indexes must already be on the server:
     checked before any user or index is made, so a missing one changes nothing. #}
 {%- set outside = {} %}
-{%- for name, index in bootstrap.indexes | dictsort %}
-  {%- set missing = index.get("bases", []) | reject("in", bootstrap.indexes | list) | list %}
+{%- for name, index in indexes | dictsort %}
+  {%- set missing = index.get("bases", []) | reject("in", indexes | list) | list %}
   {%- if missing %}{% do outside.update({name: missing}) %}{% endif %}
 {%- endfor %}
 
@@ -34,12 +45,13 @@ sentry-bootstrap-user-{{ name }}:
       - sentry_program: sentry-supervisor-program-running
       - sentry_index: sentry-bootstrap-bases
 {%- endfor %}
-{%- for name, index in bootstrap.indexes | dictsort %}
+{%- for name, index in indexes | dictsort %}
 
 sentry-bootstrap-index-{{ name }}:
   sentry_index.present:
     - name: {{ name }}
-{%- for key in ("bases", "volatile", "acl_upload", "mirror_whitelist") if key in index %}
+{%- for key in ("type", "bases", "volatile", "acl_upload", "mirror_whitelist", "mirror_url", "mirror_cache_expiry",
+                "mirror_use_external_urls", "mirror_no_project_list") if key in index %}
     - {{ key }}: {{ index[key] | json }}
 {%- endfor %}
     - url: {{ url }}
@@ -49,7 +61,7 @@ sentry-bootstrap-index-{{ name }}:
 {%- for user in bootstrap.users | sort %}
       - sentry_user: sentry-bootstrap-user-{{ user }}
 {%- endfor %}
-{%- for base in index.get("bases", []) if base in bootstrap.indexes %}
+{%- for base in index.get("bases", []) if base in indexes %}
       - sentry_index: sentry-bootstrap-index-{{ base }}
 {%- endfor %}
 {%- endfor %}
