@@ -32,7 +32,7 @@ def present(
     acl_upload: list[str] | None = None,
     mirror_whitelist: list[str] | None = None,
     url: str | None = None,
-    type: str | None = None,  # noqa: A002 - devpi's own name for it
+    type: str | None = None,
     mirror_url: str | None = None,
     mirror_cache_expiry: int | None = None,
     mirror_use_external_urls: bool | None = None,
