@@ -54,6 +54,18 @@ def test_deploy_answers_pip_through_nginx_and_redeploys_without_changes(kind, se
         pip_install(host, "http://localhost/root/dev/+simple/", "deploy-probe==1.0", "/tmp/installed")
         assert host.path("/tmp/installed/deploy_probe/__init__.py").read_text().endswith(f"PAYLOAD = {kind!r}\n")
 
+        # A site change reloads nginx (same master process, new limit in force).
+        nginx_pid = host.run(["cat", "/run/nginx.pid"]).stdout
+        host.path(f"{REPO}/.salt-local/pillar/local.sls").write_text(
+            "sentry:\n  nginx:\n    client_max_body_size: 1M\n"
+        )
+        deploy(host)
+        assert host.run(["cat", "/run/nginx.pid"]).stdout == nginx_pid
+        too_big = (
+            "head -c 2000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --data-binary @- http://localhost/"
+        )
+        assert host.sh(too_big).stdout == "413"
+
         # Stopped by hand, both come back with the next deploy; otherwise nothing changes.
         host.run(["service", "nginx", "stop"])
         host.run(["service", "supervisor", "stop"])
