@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast lint readme deb debs pins lock clean bench bench-upgrade
+.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -11,6 +11,9 @@ test:            ## the whole suite, as CI runs it
 
 test-fast:       ## skip the slow end-to-end tests
 	script/test -m 'not slow'
+
+test-unit:       ## the unit tier alone: Salt's loader mocks, no root, no hosts, seconds
+	.venv/bin/pytest -q test/unit
 
 lint:
 	script/lint

@@ -27,6 +27,7 @@ PINS = REPO / "packaging" / "pins"
 DEFAULT_VERSION = (PINS / "DEFAULT").read_text().strip()
 REVISION = (REPO / "packaging" / "REVISION").read_text().strip()
 PIP_VENV = "/tmp/pip-venv"
+UNIT_TIER = REPO / "test" / "unit"
 # Kinds of clean root a test host starts from (script/make-hostroot): systemd
 # installed but not running (the default, as on most containers and CI
 # runners), or no systemd at all.
@@ -119,8 +120,13 @@ def host_root(kind: str = "systemd") -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def systemd_root() -> Path:
-    """The default hosts' root, made (or found) once before the first test rather than inside one."""
+def systemd_root(request: pytest.FixtureRequest) -> Path | None:
+    """The default hosts' root, made (or found) once before the first test rather than inside one.
+
+    Not for a run of the unit tier alone (test/unit): it needs no host, no root and no mmdebstrap.
+    """
+    if all(UNIT_TIER in item.path.parents for item in request.session.items):
+        return None
     return host_root("systemd")
 
 
