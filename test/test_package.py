@@ -272,6 +272,35 @@ def test_init_with_empty_password_is_refused(sentry_host):
     assert sentry_host.sh("test ! -e /srv/empty-pw", check=False).returncode == 0
 
 
+def test_a_root_password_starting_with_a_dash_is_the_password(sentry_host):
+    """script/deploy's generated passwords start with '-' one time in 64: never read as an option."""
+    password = "-Dash-first-pw-1"
+    init_server(sentry_host, "/srv/dash-pw", password)
+    server = HostServer(sentry_host, "/srv/dash-pw", 3160).start()
+    try:
+        login = sentry_host.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Accept: application/json",
+                "--data-binary",
+                "@-",
+                f"{server.url}/+login",
+            ],
+            input=json.dumps({"user": "root", "password": password}),
+        )
+        assert login.stdout == "200"
+    finally:
+        server.stop()
+
+
 def test_init_twice_is_refused(sentry_host):
     init_server(sentry_host, "/srv/twice")
     before = tree_snapshot(sentry_host, "/srv/twice")

@@ -257,8 +257,9 @@ def init(args: argparse.Namespace) -> int:
             raise Failure("the root password is empty: give one with --root-passwd-file FILE or on stdin")
         if args.role:
             arguments += ["--role", args.role]
-        # In-process: the password never reaches a command line.
-        arguments += ["--root-passwd", password]
+        # In-process: the password never reaches a command line. One word with
+        # '=': a password starting with '-' must not read as another option.
+        arguments.append(f"--root-passwd={password}")
     if args.no_root_pypi:
         arguments.append("--no-root-pypi")
     from devpi_server.init import init as devpi_init
