@@ -6,10 +6,11 @@
 {#- root/pypi as sentry:mirror says, unless bootstrap:indexes declares it itself. #}
 {%- set indexes = {} %}
 {%- if not sentry.server.no_root_pypi %}
-  {%- do indexes.update({"root/pypi": {"type": "mirror", "mirror_url": mirror.url,
-                                       "mirror_cache_expiry": mirror.cache_expiry,
-                                       "mirror_use_external_urls": mirror.use_external_urls,
-                                       "mirror_no_project_list": mirror.no_project_list}}) %}
+  {%- set root_pypi = {"type": "mirror", "mirror_url": mirror.url,
+                       "mirror_cache_expiry": mirror.cache_expiry,
+                       "mirror_use_external_urls": mirror.use_external_urls,
+                       "mirror_no_project_list": mirror.no_project_list} %}
+  {%- do indexes.update({"root/pypi": root_pypi}) %}
 {%- endif %}
 {%- for name, index in bootstrap.indexes | dictsort %}
   {%- do indexes.update({name: dict(indexes.get(name, {}), **index)}) %}
