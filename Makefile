@@ -34,7 +34,9 @@ clean:
 	rm -rf build
 
 bench:           ## benchmarks: ratios measured in one run, printed, never asserted
+	script/bootstrap test
 	.venv/bin/python test/bench/bench_reapply.py
+	.venv/bin/python test/bench/bench_mirror.py
 
 bench-upgrade:   ## the orchestrated upgrade: failed reads, write window / bare export+import
 	script/bootstrap test && .venv/bin/pytest test/test_upgrade.py -s -q -k keeps_every_file
