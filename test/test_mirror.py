@@ -23,16 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from cluster import no_route_out
-from conftest import MasterlessSalt, StateRun, new_host, pip_install, sentry_client
+from conftest import REPO, MasterlessSalt, StateRun, new_host, pip_install, sentry_client
 from hosts import BRIDGE_ADDRESS, BRIDGE_PREFIX, TestHost, host_address
+from upstream import ROOT as UPSTREAM_ROOT
 from upstream import SIMPLE_JSON, ForwardProxy, LogTail, Upstream, trust_upstream_ca, upstream_wheels
 from wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
 # Bridge host numbers of this module: away from the rest of the suite (1-60).
-UPSTREAM_NUMBER, SENTRY_NUMBER, PROXY_NUMBER = 100, 101, 102
+UPSTREAM_NUMBER, SENTRY_NUMBER, PROXY_NUMBER, DEFAULT_UPSTREAM_NUMBER, FIRST_START_NUMBER = 100, 101, 102, 103, 104
+# devpi-init makes root/pypi with PyPI's URL, which is also the formula's default mirror:url.
+DEFAULT_MIRROR_URL = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"]["mirror"]["url"]
 ROOT_PASSWORD = "Mirror-Root-pw-73"
 ALICE_PASSWORD = "Mirror-Alice-pw-19"
 SERVERDIR = "/var/lib/sentry/data"
@@ -407,6 +411,45 @@ def test_https_proxy_is_the_way_out_when_the_upstream_is_not_reachable_directly(
             salt.set_pillar(mirror_pillar(sentry_deb, upstream))
             restored = salt.apply("sentry")
         assert restored.succeeded, restored.failed or restored.errors
+
+
+def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, upstream):
+    """mirror:url elsewhere and no_project_list true: no project list is fetched from PyPI at the first start either.
+
+    PyPI's list is the one that takes minutes of CPU and hundreds of MB to
+    index (test/bench/bench_project_list.py). A test host answers for PyPI's
+    name here (the sentry host's /etc/hosts and a certificate for that name),
+    listing a thousand projects and logging what it is asked.
+    """
+    default_name = urllib.parse.urlsplit(DEFAULT_MIRROR_URL).hostname
+    with (
+        new_host("mirror-default", address=host_address(DEFAULT_UPSTREAM_NUMBER)) as default_host,
+        new_host("mirror-first", address=host_address(FIRST_START_NUMBER)) as host,
+    ):
+        for started in (default_host, host):
+            no_route_out(started)
+        default = Upstream(default_host, upstream_wheels(), generated_projects=1000, names=(default_name,)).start()
+        with host.path("/etc/hosts").open("a") as hosts:
+            hosts.write(f"{default.address} {default_name}\n")
+        for trusted in (default, upstream):
+            trust_upstream_ca(host, trusted)
+        assert answer(host, DEFAULT_MIRROR_URL)[0] == 200  # the server could reach it
+        company = LogTail(upstream.host, f"{UPSTREAM_ROOT}/access.log")
+
+        first = MasterlessSalt(host, mirror_pillar(sentry_deb, upstream, no_project_list=True)).apply("sentry")
+        assert first.succeeded, first.failed or first.errors
+        # devpi-web asks a new mirror for its project names as soon as it sees the index.
+        host.wait_for(
+            "grep -q 'triggering load of initial projectnames for root/pypi' /var/log/sentry/sentry-server.log",
+            timeout=60,
+        )
+        time.sleep(3)  # its request follows that line within milliseconds; the apply took longer anyway
+        status, _, body = answer(host, "http://127.0.0.1/root/pypi", "Accept: application/json")
+        assert status == 200
+        assert json.loads(body)["result"]["mirror_url"] == upstream.url
+        asked = [line for line in default.access_log().splitlines() if "devpi-server" in line]
+        assert asked == [], "\n".join(asked)
+        assert " /simple/ " not in company.new()
 
 
 def test_reapply_changes_nothing(deployment, upstream):

@@ -181,7 +181,7 @@ mkdir -p {root}/tls && cd {root}/tls
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=sentry upstream test CA' \
     -keyout ca.key -out ca.pem 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj /CN={address} -keyout server.key -out server.csr 2>/dev/null
-printf 'subjectAltName=IP:{address}\\n' > san.ext
+printf 'subjectAltName={san}\\n' > san.ext
 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext \
     -out server.pem 2>/dev/null
 """
@@ -190,10 +190,13 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 class Upstream:
     """A fake PyPI served by nginx in ``host`` (which has an address on the test bridge)."""
 
-    def __init__(self, host: TestHost, wheels: list[Wheel], generated_projects: int = 0) -> None:
+    def __init__(
+        self, host: TestHost, wheels: list[Wheel], generated_projects: int = 0, names: tuple[str, ...] = ()
+    ) -> None:
+        """``names``: host names its certificate is valid for besides its address (clients map them in /etc/hosts)."""
         if not host.address:
             raise ValueError(f"upstream host {host.name} needs an address on the test bridge")
-        self.host, self.wheels, self.generated_projects = host, wheels, generated_projects
+        self.host, self.wheels, self.generated_projects, self.names = host, wheels, generated_projects, names
         self.address = host.address
         self.base_url = f"https://{self.address}/"
         self.url = f"{self.base_url}simple/"
@@ -201,7 +204,8 @@ class Upstream:
 
     def start(self) -> Upstream:
         """Make the CA and the certificate, write the tree, start nginx; returns once it answers."""
-        self.host.sh(MAKE_CERTIFICATES.format(root=ROOT, address=self.address))
+        san = ",".join([f"IP:{self.address}", *(f"DNS:{name}" for name in self.names)])
+        self.host.sh(MAKE_CERTIFICATES.format(root=ROOT, address=self.address, san=san))
         write_simple_tree(self.host.path(f"{ROOT}/www"), self.base_url, self.wheels, self.generated_projects)
         self.host.path(f"{ROOT}/nginx.conf").write_text(NGINX_CONF.format(root=ROOT, json=SIMPLE_JSON))
         self.serve()
@@ -254,13 +258,14 @@ class LogTail:
             return log.read().decode(errors="replace")
 
 
-UPSTREAM_CA_FILE = "/usr/local/share/ca-certificates/sentry-test-upstream.crt"
+LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
 
 
 def trust_upstream_ca(host: TestHost, upstream: Upstream) -> None:
     """Add the upstream's CA to Debian's CA store of ``host``, as an operator adds a company CA."""
-    host.path(UPSTREAM_CA_FILE).parent.mkdir(parents=True, exist_ok=True)
-    host.path(UPSTREAM_CA_FILE).write_bytes(upstream.ca_pem)
+    ca_file = host.path(f"{LOCAL_CA_DIR}/sentry-test-upstream-{upstream.address}.crt")
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    ca_file.write_bytes(upstream.ca_pem)
     host.run(["update-ca-certificates"])
 
 
