@@ -253,9 +253,11 @@ def sentry_client(host: TestHost, *args: str, password: str | None = None, check
     )
 
 
-def pip_install(host: TestHost, index_url: str, requirement: str, target: str):
+def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *more: str, check: bool = True):
     """pip install from sentry alone: no local config, no cache, no find-links.
 
+    ``more``: further requirements or pip options (``--report FILE``); with
+    ``check=False`` a failed install is returned instead of raised.
     pip ignores a plain-http index other than localhost unless it is a trusted host.
     """
     host.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
@@ -272,8 +274,10 @@ def pip_install(host: TestHost, index_url: str, requirement: str, target: str):
             "--target",
             target,
             requirement,
+            *more,
         ],
         env={"PIP_CONFIG_FILE": "/dev/null"},
+        check=check,
     )
 
 

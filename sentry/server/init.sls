@@ -61,7 +61,10 @@ sentry-server-initialised:
     - name: {{ server.serverdir }}
     - root_password_pillar: sentry:server:root_password
     - master_url: {{ server.master_url or "null" }}
-    - no_root_pypi: {{ server.no_root_pypi }}
+    {#- root/pypi is made by sentry.bootstrap, with sentry:mirror's settings (unless
+        server:no_root_pypi). devpi-init's would point at PyPI at the first start,
+        which then fetches PyPI's whole project list before bootstrap points it elsewhere. #}
+    - no_root_pypi: true
     - user: {{ user.name }}
     - require:
       - pkg: sentry-package-installed
