@@ -66,7 +66,10 @@ def _sysv(name: str, action: str) -> dict:
     return __salt__["cmd.run_all"](argv, python_shell=False, timeout=TIMEOUT, ignore_retcode=True)
 
 
-def _must(name: str, action: str) -> bool:
+def _act(name: str, action: str) -> bool:
+    """``action`` (start, stop, restart, reload) through systemd when it runs, else the init script."""
+    if init_system() == "systemd":
+        return bool(__salt__[f"service.{action}"](name))
     done = _sysv(name, action)
     if done["retcode"] != 0:
         output = "\n".join(part for part in (done["stdout"], done["stderr"]) if part).strip()
@@ -99,9 +102,7 @@ def start(name: str) -> bool:
 
         salt '*' sentry_service.start supervisor
     """
-    if init_system() == "systemd":
-        return bool(__salt__["service.start"](name))
-    return _must(name, "start")
+    return _act(name, "start")
 
 
 def stop(name: str) -> bool:
@@ -114,9 +115,7 @@ def stop(name: str) -> bool:
 
         salt '*' sentry_service.stop nginx
     """
-    if init_system() == "systemd":
-        return bool(__salt__["service.stop"](name))
-    return _must(name, "stop")
+    return _act(name, "stop")
 
 
 def restart(name: str) -> bool:
@@ -129,9 +128,7 @@ def restart(name: str) -> bool:
 
         salt '*' sentry_service.restart supervisor
     """
-    if init_system() == "systemd":
-        return bool(__salt__["service.restart"](name))
-    return _must(name, "restart")
+    return _act(name, "restart")
 
 
 def reload_(name: str) -> bool:
@@ -144,9 +141,7 @@ def reload_(name: str) -> bool:
 
         salt '*' sentry_service.reload nginx
     """
-    if init_system() == "systemd":
-        return bool(__salt__["service.reload"](name))
-    return _must(name, "reload")
+    return _act(name, "reload")
 
 
 def _rc_links(name: str) -> list[str]:

@@ -253,6 +253,16 @@ def sentry_client(host: TestHost, *args: str, password: str | None = None, check
     )
 
 
+def upload_as_root(host: TestHost, url: str, password: str, wheel: Path, index: str, bases: str) -> None:
+    """The seed's first client steps inside ``host``: log in as root, make ``index`` (root's), upload ``wheel``."""
+    shutil.copy(wheel, host.path("/tmp") / wheel.name)
+    sentry_client(host, "use", url)
+    sentry_client(host, "login", "root", password=password)
+    sentry_client(host, "index", "-c", index, f"bases={bases}")
+    sentry_client(host, "use", f"root/{index}")
+    sentry_client(host, "upload", f"/tmp/{wheel.name}")
+
+
 def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *more: str, check: bool = True):
     """pip install from sentry alone: no local config, no cache, no find-links.
 

@@ -10,10 +10,9 @@ and pip installs the package back through nginx.
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from conftest import REPO, new_host, pip_install, sentry_client
+from conftest import REPO, new_host, pip_install, upload_as_root
 from wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -45,12 +44,7 @@ def test_deploy_answers_pip_through_nginx_and_redeploys_without_changes(kind, se
 
         # The seed's first steps, by hand, through nginx.
         wheel = make_wheel(tmp_path, "deploy-probe", "1.0", payload=kind)
-        shutil.copy(wheel, host.path("/tmp") / wheel.name)
-        sentry_client(host, "use", "http://localhost/")
-        sentry_client(host, "login", "root", password=password)
-        sentry_client(host, "index", "-c", "dev", "bases=root/pypi")
-        sentry_client(host, "use", "root/dev")
-        sentry_client(host, "upload", f"/tmp/{wheel.name}")
+        upload_as_root(host, "http://localhost/", password, wheel, "dev", bases="root/pypi")
         pip_install(host, "http://localhost/root/dev/+simple/", "deploy-probe==1.0", "/tmp/installed")
         assert host.path("/tmp/installed/deploy_probe/__init__.py").read_text().endswith(f"PAYLOAD = {kind!r}\n")
 

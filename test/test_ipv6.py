@@ -6,11 +6,9 @@ over IPv4 or IPv6, as another machine on the network would.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from cluster import no_route_out
-from conftest import MasterlessSalt, new_host, pip_install, sentry_client
+from conftest import MasterlessSalt, new_host, pip_install, upload_as_root
 from hosts import host_address, host_address6
 from wheels import make_wheel
 
@@ -72,12 +70,7 @@ def test_ipv6_only_host_serves_pip_over_ipv6(sentry_deb, tmp_path):
         assert salt.apply("sentry").changed == {}
 
         wheel = make_wheel(tmp_path, "ipv6-probe", "1.0", payload="v6")
-        shutil.copy(wheel, server.path("/tmp") / wheel.name)
-        sentry_client(server, "use", "http://[::1]/")
-        sentry_client(server, "login", "root", password=ROOT_PASSWORD)
-        sentry_client(server, "index", "-c", "dev", "bases=")
-        sentry_client(server, "use", "root/dev")
-        sentry_client(server, "upload", f"/tmp/{wheel.name}")
+        upload_as_root(server, "http://[::1]/", ROOT_PASSWORD, wheel, "dev", bases="")
 
         pip_install(client, f"http://[{v6}]/root/dev/+simple/", "ipv6-probe==1.0", "/tmp/installed")
         assert client.path("/tmp/installed/ipv6_probe/__init__.py").read_text().endswith("PAYLOAD = 'v6'\n")

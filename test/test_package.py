@@ -42,6 +42,25 @@ def tree_snapshot(host, path: str) -> str:
     return listed.stdout
 
 
+def login_token(host, url: str, user: str, password: str) -> str:
+    """POST /+login (the password on curl's stdin); the token, or TestHostError when refused."""
+    login = host.run(
+        [
+            "curl",
+            "-fsS",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json",
+            "--data-binary",
+            "@-",
+            f"{url}/+login",
+        ],
+        input=json.dumps({"user": user, "password": password}),
+    )
+    return json.loads(login.stdout)["result"]["password"]
+
+
 def init_server(host, serverdir: str, password: str = ROOT_PASSWORD, *extra: str):
     return host.run(["sentry-server", "--init", "--serverdir", serverdir, *extra], input=password + "\n")
 
@@ -206,21 +225,7 @@ def test_export_then_import_keeps_every_byte(populated, exported, probe_wheel):
         assert imported.get_json("/alice/dev")["result"]["bases"] == ["root/pypi"]
         assert sha256(download(host, release_link(imported))) == sha256(probe_wheel.read_bytes())
         pip_install(host, f"{imported.url}/alice/dev/+simple/", "sentry-probe==1.0", "/tmp/site-two")
-        login = host.run(
-            [
-                "curl",
-                "-fsS",
-                "-H",
-                "Content-Type: application/json",
-                "-H",
-                "Accept: application/json",
-                "--data-binary",
-                "@-",
-                f"{imported.url}/+login",
-            ],
-            input=json.dumps({"user": "alice", "password": ALICE_PASSWORD}),
-        )
-        assert json.loads(login.stdout)["result"]["password"]
+        assert login_token(host, imported.url, "alice", ALICE_PASSWORD)
     finally:
         imported.stop()
 
@@ -278,25 +283,7 @@ def test_a_root_password_starting_with_a_dash_is_the_password(sentry_host):
     init_server(sentry_host, "/srv/dash-pw", password)
     server = HostServer(sentry_host, "/srv/dash-pw", 3160).start()
     try:
-        login = sentry_host.run(
-            [
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-H",
-                "Content-Type: application/json",
-                "-H",
-                "Accept: application/json",
-                "--data-binary",
-                "@-",
-                f"{server.url}/+login",
-            ],
-            input=json.dumps({"user": "root", "password": password}),
-        )
-        assert login.stdout == "200"
+        assert login_token(sentry_host, server.url, "root", password)
     finally:
         server.stop()
 
