@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import time
 
 from salt.exceptions import CommandExecutionError
 
@@ -28,6 +29,8 @@ SYSTEMD_RUNTIME = "/run/systemd/system"  # sd_booted(): systemd is PID 1
 INIT_SCRIPTS = "/etc/init.d"
 RUNLEVELS = "2345"
 TIMEOUT = 120
+NGINX_PID = "/run/nginx.pid"
+RELOAD_WAIT = 30  # seconds for nginx's master to replace its workers after a reload
 
 
 def __virtual__():
@@ -141,7 +144,44 @@ def reload_(name: str) -> bool:
 
         salt '*' sentry_service.reload nginx
     """
-    return _act(name, "reload")
+    if name != "nginx":
+        return _act(name, "reload")
+    # nginx answers a reload at once and switches later: wait until no worker of the old configuration serves.
+    before = _nginx_workers()
+    _act(name, "reload")
+    deadline = time.monotonic() + RELOAD_WAIT
+    while before:
+        now = _nginx_workers()
+        if now and not now & before:
+            break
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"nginx was told to reload but its workers still serve the old configuration after {RELOAD_WAIT} s; "
+                f"see /var/log/nginx/error.log"
+            )
+        time.sleep(0.1)
+    return True
+
+
+def _nginx_workers() -> set[int]:
+    """PIDs of the workers nginx's master serves with (not those finishing after a reload)."""
+    try:
+        with open(NGINX_PID, encoding="ascii") as pidfile:
+            master = int(pidfile.read().strip())
+    except (OSError, ValueError):
+        return set()
+    workers = set()
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(f"{proc}/stat", encoding="utf-8", errors="replace") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"{proc}/cmdline", "rb") as cmdline:
+                title = cmdline.read().replace(b"\0", b" ").strip()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if parent == master and title == b"nginx: worker process":
+            workers.add(int(os.path.basename(proc)))
+    return workers
 
 
 def _rc_links(name: str) -> list[str]:

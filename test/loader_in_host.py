@@ -1,9 +1,10 @@
 """Run inside a test host: Salt's loader (pytest-salt-factories ``Loaders``) over the repository's modules.
 
 Reads ``{"repo", "pillar", "calls": [[kind, function, args, kwargs], ...]}`` as
-JSON on stdin; ``kind`` is ``module`` or ``state``. Prints one JSON list: per
+JSON on stdin; ``kind`` is ``module``, ``state`` or ``missing`` (why the loader
+left ``function`` out, or null when it is there). Prints one JSON list: per
 call ``{"value": ...}`` (a module's return; a state's name, result, changes
-and comment) or ``{"error": ...}`` (a CommandExecutionError's message).
+and comment; the reason) or ``{"error": ...}`` (a CommandExecutionError's message).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def run(loaders: Loaders, kind: str, function: str, args: list, kwargs: dict) ->
     try:
         if kind == "module":
             return {"value": loaders.modules[function](*args, **kwargs)}
+        if kind == "missing":
+            return {"value": None if function in loaders.modules else loaders.modules.missing_fun_string(function)}
         module, name = function.split(".")
         result = getattr(getattr(loaders.states, module), name)(*args, **kwargs)
         return {"value": {key: result.filtered.get(key) for key in ("name", "result", "changes", "comment")}}

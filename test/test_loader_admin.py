@@ -3,7 +3,8 @@
 Loader-level (pytest-salt-factories ``Loaders``, no salt-call): the loader runs
 inside a test host where the sentry deb is deployed, since sentry_admin is
 only available where the package is (its ``__virtual__`` says so, checked
-here on the machine itself).
+in a bare host: this machine may well have sentry deployed by README's first
+command).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import salt.config
 from conftest import REPO, MasterlessSalt, new_host
-from saltfactories.utils.functional import Loaders
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +38,8 @@ def host(sentry_deb):
         yield host
 
 
-def through_loader(host, *calls) -> list[dict]:
-    request = {"repo": str(REPO), "pillar": PILLAR, "calls": [list(call) for call in calls]}
+def through_loader(host, *calls, pillar: dict = PILLAR) -> list[dict]:
+    request = {"repo": str(REPO), "pillar": pillar, "calls": [list(call) for call in calls]}
     ran = host.run(
         [str(REPO / ".venv" / "bin" / "python"), str(REPO / "test" / "loader_in_host.py")],
         input=json.dumps(request),
@@ -48,20 +47,9 @@ def through_loader(host, *calls) -> list[dict]:
     return json.loads(ran.stdout.strip().splitlines()[-1])
 
 
-def test_without_the_package_the_module_says_why(tmp_path):
-    opts = salt.config.minion_config(None)
-    opts.update(
-        {
-            "root_dir": str(tmp_path),
-            "cachedir": str(tmp_path / "cache"),
-            "file_client": "local",
-            "module_dirs": [str(REPO / "_modules")],
-            "utils_dirs": [str(REPO / "_utils")],
-        }
-    )
-    loaders = Loaders(opts)
-    assert "sentry_admin.status" not in loaders.modules
-    assert "the sentry package is not installed" in str(loaders.modules.missing_fun_string("sentry_admin.status"))
+def test_without_the_package_the_module_says_why(bare_host):
+    (missing,) = through_loader(bare_host, ("missing", "sentry_admin.status", [], {}), pillar={})
+    assert missing["value"] and "the sentry package is not installed" in missing["value"], missing
 
 
 def test_module_functions(host):
