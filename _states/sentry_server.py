@@ -25,9 +25,9 @@ def __virtual__():
     return __virtualname__
 
 
-def _admin(function: str):
-    """The sentry_admin function, or None while the sentry package is not installed (test mode)."""
-    return __salt__.get(f"sentry_admin.{function}")
+def _data(function: str):
+    """The sentry_data function, or None while the sentry package is not installed (test mode)."""
+    return __salt__.get(f"sentry_data.{function}")
 
 
 def secret_present(name: str, user: str = "sentry") -> dict:
@@ -40,7 +40,7 @@ def secret_present(name: str, user: str = "sentry") -> dict:
     ret["changes"] = {"secretfile": {"old": None, "new": name}}
     if __opts__["test"]:
         return {**ret, "result": None, "comment": f"{name} would be generated"}
-    generate = _admin("gen_secret")
+    generate = _data("gen_secret")
     if generate is None:
         return {**ret, "changes": {}, "result": False, "comment": "the sentry package is not installed"}
     try:
@@ -61,9 +61,15 @@ def initialised(
     """
     Ensure the serverdir ``name`` is initialised: as a master with the root
     password found at ``root_password_pillar``, or as a replica of
-    ``master_url``. Never re-initialises.
+    ``master_url``. Never re-initialises. Fails, touching nothing, while an
+    import or upgrade is running on it or has died there (its trail
+    ``<serverdir>.operation.json``): the states that start the server
+    require this one.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": f"{name} is initialised"}
+    journal = __utils__["sentry_journal.read"](name)
+    if journal is not None:  # never start, let alone initialise, over what an import or upgrade left
+        return {**ret, "result": False, "comment": _interrupted(name, journal)}
     if os.path.exists(os.path.join(name, ".nodeinfo")):
         return ret
     role = "replica" if master_url else "master"
@@ -74,7 +80,7 @@ def initialised(
     password = None if master_url else salt.utils.data.traverse_dict_and_list(__pillar__, root_password_pillar, "")
     if not master_url and not password:
         return {**ret, "changes": {}, "result": False, "comment": f"pillar {root_password_pillar} is empty"}
-    initialise = _admin("initialise")
+    initialise = _data("initialise")
     if initialise is None:
         return {**ret, "changes": {}, "result": False, "comment": "the sentry package is not installed"}
     try:
@@ -83,3 +89,13 @@ def initialised(
         return {**ret, "changes": {}, "result": False, "comment": str(exc)}
     ret["comment"] = f"{name} initialised as a {role}"
     return ret
+
+
+def _interrupted(name: str, journal: dict) -> str:
+    what = __utils__["sentry_journal.describe"](journal)
+    if __utils__["sentry_journal.alive"](journal):
+        return f"{name}: {what} is still running (pid {journal['pid']}); apply again once it has ended"
+    return (
+        f"{name}: {what}. Nothing was started or initialised over it. Run 'salt-call sentry_data.recover' "
+        f"(it puts the data back, or completes an upgrade that had passed its health check), then apply again"
+    )

@@ -1,4 +1,4 @@
-"""supervisord's XML-RPC API on its unix socket, for sentry_program and sentry_admin.
+"""supervisord's XML-RPC API on its unix socket, for sentry_program and the sentry_* modules.
 
 No supervisorctl processes and no parsing of their output. Reached from the
 modules as ``__utils__["sentry_supervisor.connect"]`` and friends.
@@ -10,6 +10,9 @@ import http.client
 import socket
 import time
 import xmlrpc.client
+from collections.abc import Callable
+
+from salt.exceptions import CommandExecutionError
 
 DEFAULT_SOCKET = "/var/run/supervisor.sock"
 BAD_NAME = 10  # supervisor's fault code for an unknown program
@@ -94,3 +97,20 @@ def tail(api, name: str, length: int = 2000) -> str:
         return api.tailProcessStdoutLog(name, 0, length)[0]
     except xmlrpc.client.Fault:
         return ""
+
+
+def wait_until_answers(api, name: str, answer: Callable[[], dict], timeout: float) -> dict:
+    """What ``answer()`` returns once it stops raising CommandExecutionError; raises after ``timeout``
+    seconds, or at once with the program's last output when ``name`` has died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return answer()
+        except CommandExecutionError as exc:
+            current = state(api, name)
+            if current in ("FATAL", "EXITED", "STOPPED", "ABSENT"):
+                output = tail(api, name).strip()[-1000:]
+                raise CommandExecutionError(f"{name} is {current}; its last output:\n{output}") from None
+            if time.monotonic() > deadline:
+                raise CommandExecutionError(f"{name} did not answer within {timeout}s: {exc}") from None
+        time.sleep(0.2)

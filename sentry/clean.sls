@@ -4,7 +4,7 @@
 include:
   - {{ tplroot }}.nginx.clean
   - {{ tplroot }}.supervisor.clean
-  - {{ tplroot }}.theme.clean
   - {{ tplroot }}.server.clean
+  - {{ tplroot }}.theme.clean
   - {{ tplroot }}.user.clean
   - {{ tplroot }}.package.clean

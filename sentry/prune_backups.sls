@@ -4,7 +4,8 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
 {%- set keep = sentry.prune_backups.keep %}
-{%- set found = salt["sentry_admin.backups"](sentry.user.home) %}
+{%- set found = salt["sentry_data.backups"](sentry.server.program) %}
+{%- set where = salt["file.dirname"](sentry.server.serverdir) %}
 
 {%- for kind, paths in found | dictsort %}
 {%- for path in paths[keep:] %}
@@ -16,4 +17,4 @@ sentry-prune-{{ kind }}-{{ path.split("/")[-1] }}:
 
 sentry-prune-backups-kept:
   test.succeed_without_changes:
-    - name: "the newest {{ keep }} of each kind of backup in {{ sentry.user.home }} stay"
+    - name: "the newest {{ keep }} of each kind of backup in {{ where }} stay"

@@ -4,9 +4,9 @@
 
     1. the replicas are caught up, then the front sends reads to them (sentry:front:drained: [master]);
     2. the master upgrades by export, new package, import into a fresh serverdir and a
-       health check (sentry_admin.upgrade; it rolls itself back on failure);
+       health check (sentry_upgrade.master; it rolls itself back on failure);
     3. reads go back to the master while the replicas, out of rotation, are
-       upgraded one by one and resynced from it (sentry_admin.upgrade_replica);
+       upgraded one by one and resynced from it (sentry_upgrade.replica);
     4. the front takes them back, and every minion reports its last upgrade.
     Minions already at the version are left alone; nothing is ever deleted. -#}
 {%- set tplroot = tpldir.split("/")[0] %}
@@ -18,12 +18,13 @@
 {%- if not upgrade.master %}{{ fail("sentry:upgrade:master (the target of the master minion) is required") }}{% endif %}
 
 {#- Who is there, and at which version: asked once, before anything changes. #}
-{%- macro minions(target) -%}
-  {{- (salt["saltutil.cmd"](target, "pkg.version", arg=["sentry"], tgt_type="compound", timeout=30) if target else {}) | json -}}
+{#- sentry_server.version answers with the package the instance was deployed from, whatever its name. #}
+{%- macro minions(target, function="sentry_server.version") -%}
+  {{- (salt["saltutil.cmd"](target, function, tgt_type="compound", timeout=30) if target else {}) | json -}}
 {%- endmacro %}
 {%- set masters = minions(upgrade.master) | load_json %}
 {%- set replicas = minions(upgrade.replicas) | load_json %}
-{%- set fronts = minions(upgrade.front) | load_json %}
+{%- set fronts = minions(upgrade.front, "test.ping") | load_json %}
 {%- if masters | length != 1 %}
   {{- fail("sentry:upgrade:master must match exactly one minion that answers, matched " ~ (masters | list | sort | json)) }}
 {%- endif %}
@@ -31,9 +32,13 @@
 {%- set master_id = masters | list | first %}
 {%- set replica_ids = replicas | list | sort %}
 {%- set front_ids = fronts | list | sort %}
-{%- for id, answer in masters | dictsort %}{% if not answer.ret %}{{ fail(id ~ " (master) has no sentry package installed") }}{% endif %}{% endfor %}
 {%- set before = {} %}
-{%- for id, answer in (masters | dictsort) + (replicas | dictsort) %}{% do before.update({id: answer.ret}) %}{% endfor %}
+{%- for id, answer in (masters | dictsort) + (replicas | dictsort) %}
+  {%- do before.update({id: answer.ret.package if answer.ret is mapping and answer.ret.package else ""}) %}
+{%- endfor %}
+{%- if not before[master_id] %}
+  {{- fail(master_id ~ " (master) has no sentry deployed (apply sentry there first): " ~ (masters[master_id].ret | json)) }}
+{%- endif %}
 {%- set master_pending = before[master_id] != upgrade.version %}
 {#- A freshly imported master has a new identity: every replica is then made again from it. #}
 {%- set replicas_pending = [] %}
@@ -76,7 +81,7 @@ sentry-upgrade-pillar-refreshed:
 {%- if replica_ids and front_ids %}
 sentry-upgrade-replicas-caught-up:
   salt.function:
-    - name: sentry_admin.wait_synced
+    - name: sentry_upgrade.wait_synced
     - tgt: {{ replica_ids | json }}
     - tgt_type: list
     - kwarg:
@@ -103,7 +108,7 @@ sentry-upgrade-reads-to-replicas:
 
 sentry-upgrade-master:
   salt.function:
-    - name: sentry_admin.upgrade
+    - name: sentry_upgrade.master
     - tgt: {{ master_id }}
     - arg:
       - "{{ upgrade.version }}"
@@ -147,7 +152,7 @@ sentry-upgrade-reads-to-master:
 {%- for id in replicas_pending %}
 sentry-upgrade-replica-{{ id }}:
   salt.function:
-    - name: sentry_admin.upgrade_replica
+    - name: sentry_upgrade.replica
     - tgt: {{ id }}
     - arg:
       - "{{ upgrade.version }}"
@@ -176,7 +181,7 @@ sentry-upgrade-reads-to-all:
 
 sentry-upgrade-summary:
   salt.function:
-    - name: sentry_admin.last_upgrade
+    - name: sentry_upgrade.last
     - tgt: {{ ([master_id] + replica_ids) | json }}
     - tgt_type: list
     - require:

@@ -83,12 +83,20 @@ BRIDGE_ADDRESS6 = "fd5e:7e57:0:7::1"
 BRIDGE_PREFIX6 = 64
 
 
+# Host numbers (1-60 for the suite, 100-104 for the mirror's upstream) start
+# after this; a second run on the machine at the same time takes another range,
+# e.g. SENTRY_TEST_HOST_OFFSET=130 (the numbers must stay below 255).
+HOST_OFFSET = int(os.environ.get("SENTRY_TEST_HOST_OFFSET", "10"))
+
+
 def host_address(number: int) -> str:
-    return f"10.231.7.{10 + number}"
+    if not 0 < HOST_OFFSET + number < 255:
+        raise ValueError(f"host number {number} + SENTRY_TEST_HOST_OFFSET={HOST_OFFSET} leaves 10.231.7.0/24")
+    return f"10.231.7.{HOST_OFFSET + number}"
 
 
 def host_address6(number: int) -> str:
-    return f"fd5e:7e57:0:7::{10 + number:x}"
+    return f"fd5e:7e57:0:7::{HOST_OFFSET + number:x}"
 
 
 def ensure_bridge() -> None:

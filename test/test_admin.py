@@ -59,6 +59,7 @@ def test_a_server_that_does_not_answer_says_so(deployed):
     failed = deployed.call("sentry_admin.status", "url=http://127.0.0.1:9", check=False)
     assert failed.returncode != 0
     assert "does not answer" in failed.stdout + failed.stderr
+    assert json.loads(failed.stdout)["local"]["up"] is False  # still a report, saying what it saw
 
 
 def test_module_explains_why_it_is_unavailable(bare_host):

@@ -229,7 +229,7 @@ CASES = [
     Case(
         "initialise-without-root-password",
         "initialising /var/lib/sentry/fresh as a master needs root_password",
-        call=("sentry_admin.initialise", "/var/lib/sentry/fresh"),
+        call=("sentry_data.initialise", "/var/lib/sentry/fresh"),
     ),
 ]
 

@@ -73,7 +73,7 @@ def test_module_functions(host):
     assert user["value"] is not None and "password" not in json.dumps(user["value"])
     assert index["value"]["bases"] == []
     assert missing["value"] is None
-    assert "does not answer" in no_server["error"]
+    assert no_server["value"]["up"] is False and "does not answer" in no_server["value"]["error"], no_server
 
 
 def test_state_functions_plan_then_apply_then_change_nothing(host):

@@ -78,6 +78,7 @@ def booted(tmp_path, monkeypatch):
         (init_d / name).chmod(0o755)
     monkeypatch.setattr(service_module, "INIT_SCRIPTS", str(init_d))
     monkeypatch.setattr(service_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(service_module, "NGINX_PID", str(tmp_path / "nginx.pid"))  # none: no workers to wait for
     return runtime
 
 
@@ -163,3 +164,18 @@ def test_a_failing_init_script_fails_the_state_with_its_output(host, booted):
 def test_no_init_script_and_no_systemd_names_what_is_missing(host, booted):
     with pytest.raises(CommandExecutionError, match=r"no init script .*/apache2"):
         service_module.start("apache2")
+
+
+def test_an_nginx_reload_returns_once_new_workers_serve(host, booted, monkeypatch):
+    workers = iter([{11, 12}, {11, 12}, {11, 21}, {21, 22}])  # before; old ones still serving; then new only
+    seen = []
+    monkeypatch.setattr(service_module, "_nginx_workers", lambda: seen.append(1) or next(workers))
+    assert service_module.reload_("nginx") is True
+    assert len(seen) == 4 and host.ran[-1] == ["service", "nginx", "reload"]
+
+
+def test_an_nginx_reload_that_never_takes_fails_saying_so(host, booted, monkeypatch):
+    monkeypatch.setattr(service_module, "_nginx_workers", lambda: {11, 12})
+    monkeypatch.setattr(service_module, "RELOAD_WAIT", 0.3)
+    with pytest.raises(CommandExecutionError, match="still serve the old configuration"):
+        service_module.reload_("nginx")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import shlex
 import shutil
@@ -37,6 +38,7 @@ BIN_DIR = Path(sys.executable).parent
 SERVER_BIN = "/usr/sbin/sentry-server"
 EXPORT_MARKER = "dataindex.json"
 NODEINFO = ".nodeinfo"
+OPERATION_SUFFIX = ".operation.json"  # the trail of an import or upgrade (the formula's sentry_journal)
 
 
 class Failure(Exception):
@@ -210,8 +212,30 @@ def run_devpi(name: str, arguments: list[str], cwd: str | None = None, quiet: bo
 # --- actions -------------------------------------------------------------
 
 
+def interrupted_operation(serverdir: Path) -> str | None:
+    """What an import or upgrade that has not ended says of ``serverdir`` (its trail beside it), unless it
+    started the server itself; None when the server may serve."""
+    trail = serverdir.absolute().parent / (serverdir.absolute().name + OPERATION_SUFFIX)
+    try:
+        record = json.loads(trail.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{trail} is unreadable ({exc})"
+    if record.get("serve"):
+        return None
+    return (
+        f"an {record.get('operation', 'operation')} of {serverdir} has not ended (step {record.get('step')!r}, "
+        f"trail {trail}); its data may be aside in {record.get('backup') or 'none yet'}. "
+        f"Not serving over it: run 'salt-call sentry_data.recover' (or wait for the operation to end)"
+    )
+
+
 def serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     serverdir = Path(args.serverdir)
+    interrupted = interrupted_operation(serverdir)
+    if interrupted:
+        raise Failure(interrupted)
     if not is_initialised(serverdir):
         raise Failure(
             f"{serverdir} holds no initialised server: run 'sentry-server --init --serverdir {serverdir}' first"

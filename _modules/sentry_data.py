@@ -1,0 +1,400 @@
+"""The data of a sentry instance: initialise its serverdir, export, import, the backups kept beside it.
+
+Works with the package's commands (``/usr/sbin/sentry-server``), as the
+service user. The instance (serverdir, program, user) is the one the formula
+rendered (``sentry_server.settings``); ``instance=PROGRAM`` picks one where a
+host runs several. Nothing here deletes data: what is replaced is moved aside.
+
+:depends: the ``sentry`` Debian package
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "sentry_data"
+__func_alias__ = {"import_": "import"}
+
+SERVER_BIN = "/usr/sbin/sentry-server"
+VENV_BIN = "/opt/virtualenvs/sentry/bin"
+NODEINFO = ".nodeinfo"
+EXPORT_INDEX = "dataindex.json"
+INCOMPLETE = ".incomplete"  # an export being written; renamed once complete
+
+
+def __virtual__():
+    if not os.path.exists(SERVER_BIN):
+        return (False, f"sentry_data: the sentry package is not installed ({SERVER_BIN} is missing)")
+    return __virtualname__
+
+
+def _settings(instance: str | None) -> dict:
+    return __salt__["sentry_server.settings"](instance)
+
+
+def _run_as(user: str, argv: list[str], stdin: str | None = None, umask: str | None = None) -> dict:
+    """Run ``argv`` as ``user`` (runuser, which costs nothing when nothing runs); output is never logged."""
+    result = __salt__["cmd.run_all"](
+        ["runuser", "-u", user, "--", *argv],
+        python_shell=False,
+        stdin=stdin,
+        umask=umask,
+        output_loglevel="quiet",
+        ignore_retcode=True,
+    )
+    if result["retcode"] != 0:
+        raise CommandExecutionError(
+            f"{os.path.basename(argv[0])} failed (exit {result['retcode']}): "
+            f"{(result['stderr'] or result['stdout']).strip()}"
+        )
+    return result
+
+
+def is_initialised(serverdir: str | None = None, instance: str | None = None) -> bool:
+    """
+    Whether ``serverdir`` (default: the instance's) holds an initialised server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.is_initialised
+    """
+    return os.path.exists(os.path.join(serverdir or _settings(instance)["serverdir"], NODEINFO))
+
+
+def initialise(
+    serverdir: str,
+    root_password: str | None = None,
+    master_url: str | None = None,
+    no_root_pypi: bool = False,
+    user: str = "sentry",
+) -> dict:
+    """
+    Initialise an empty ``serverdir`` once, as ``user``: a master with
+    ``root_password``, or a replica of ``master_url``. An initialised serverdir
+    is never touched. The password reaches ``sentry-server --init`` on stdin.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.initialise /var/lib/sentry/data root_password='...'
+        salt '*' sentry_data.initialise /var/lib/sentry/replica master_url=http://master:3141
+    """
+    if is_initialised(serverdir):
+        raise CommandExecutionError(f"{serverdir} is already initialised; it is never initialised twice")
+    argv = [SERVER_BIN, "--init", "--serverdir", serverdir]
+    stdin = None
+    if master_url:
+        argv += ["--master-url", master_url]
+    elif root_password:
+        argv += ["--root-passwd-file", "-"]
+        stdin = root_password + "\n"
+    else:
+        raise CommandExecutionError(
+            f"initialising {serverdir} as a master needs root_password (or master_url to make a replica)"
+        )
+    if no_root_pypi:
+        argv.append("--no-root-pypi")
+    _run_as(user, argv, stdin=stdin)
+    return {"serverdir": serverdir, "role": "replica" if master_url else "master", "initialised": True}
+
+
+def gen_secret(path: str, user: str = "sentry") -> dict:
+    """
+    Create the shared secret file ``path`` (0600, owned by ``user``) if it is missing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.gen_secret /var/lib/sentry/.secret
+    """
+    if os.path.exists(path):
+        return {"path": path, "created": False}
+    _run_as(user, [os.path.join(VENV_BIN, "devpi-gen-secret"), "--secretfile", path], umask="077")
+    return {"path": path, "created": True}
+
+
+def read_export(path: str) -> dict:
+    """
+    The export's index at ``path``: its users, indexes and their files.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.read_export /var/lib/sentry/export-20260101-120000
+    """
+    try:
+        with open(os.path.join(path, EXPORT_INDEX), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"{path} is not a readable sentry export: {exc}") from None
+
+
+def export_counts(path: str) -> dict:
+    """
+    Users, indexes and release files in the export at ``path``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.export_counts /var/lib/sentry/export-20260101-120000
+    """
+    data = read_export(path)
+    indexes = data.get("indexes", {})
+    return {
+        "users": len(data.get("users", {})),
+        "indexes": len(indexes),
+        "files": sum(len(index.get("files", [])) for index in indexes.values()),
+        "root_pypi": "root/pypi" in indexes,
+    }
+
+
+def _stop_if_own(config: dict, serverdir: str, stop: bool) -> bool:
+    """Stop the instance's program when ``serverdir`` is its own; True when it was running."""
+    if not stop or os.path.abspath(serverdir) != os.path.abspath(config["serverdir"]):
+        return False
+    if not __salt__["sentry_server.running"](config["program"]):
+        return False
+    return __salt__["sentry_server.stop"](config["program"])
+
+
+def export(
+    dest: str | None = None,
+    serverdir: str | None = None,
+    stop: bool = True,
+    restart: bool = True,
+    instance: str | None = None,
+) -> dict:
+    """
+    Export the instance's data (or ``serverdir``'s) into ``dest`` (default
+    ``export-<timestamp>`` beside the serverdir).
+
+    The instance's program is stopped while its own serverdir is exported
+    (unless ``stop=False``: the caller stopped it) and started again
+    afterwards (unless ``restart=False``) if it was running. The export is
+    written under ``DEST.incomplete`` and renamed when complete, so a crash
+    never leaves something that looks like an export. Returns the path, the
+    numbers of users, indexes and release files, and the seconds taken.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.export
+        salt '*' sentry_data.export /srv/backups/sentry-export restart=False
+    """
+    started = time.monotonic()
+    config = _settings(instance)
+    serverdir = serverdir or config["serverdir"]
+    dest = dest or __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "export")
+    if os.path.abspath(dest).startswith(os.path.abspath(serverdir) + os.sep):
+        raise CommandExecutionError(f"export destination {dest} lies inside the serverdir {serverdir}; choose another")
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise CommandExecutionError(f"export destination {dest} exists and is not empty; choose another")
+    if not is_initialised(serverdir):
+        raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to export")
+    partial = dest.rstrip("/") + INCOMPLETE
+    if os.path.exists(partial):
+        shutil.rmtree(partial)  # an earlier attempt's, never complete
+    was_running = _stop_if_own(config, serverdir, stop)
+    try:
+        _run_as(config["user"], [SERVER_BIN, "--serverdir", serverdir, "--export", partial])
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty, checked above
+        os.rename(partial, dest)
+    finally:
+        if was_running and restart:
+            __salt__["sentry_server.start"](config["program"])  # back in service when this returns
+    return {"path": dest, **export_counts(dest), "seconds": round(time.monotonic() - started, 2)}
+
+
+def import_(
+    src: str,
+    serverdir: str | None = None,
+    move_aside: bool = False,
+    stop: bool = True,
+    restart: bool = True,
+    instance: str | None = None,
+) -> dict:
+    """
+    Import the export at ``src`` into the instance's serverdir (or
+    ``serverdir``), which must be fresh (exposed as ``sentry_data.import``).
+
+    A serverdir that holds data is refused, unless ``move_aside=True`` moves
+    it to ``_data-backup-<timestamp>`` beside it first: nothing is ever
+    deleted. A failed import leaves the serverdir as it was before the import
+    began. The files are given to the instance's user and group. Its program
+    is stopped meanwhile when the serverdir is its own (unless ``stop=False``)
+    and started again (unless ``restart=False``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.import /var/lib/sentry/export-20260101-120000
+        salt '*' sentry_data.import /srv/backups/sentry-export move_aside=True
+    """
+    started = time.monotonic()
+    config = _settings(instance)
+    serverdir = serverdir or config["serverdir"]
+    counts = export_counts(src)
+    occupied = os.path.exists(serverdir) and bool(os.listdir(serverdir))
+    if occupied and not move_aside:
+        raise CommandExecutionError(
+            f"serverdir {serverdir} holds data; import only goes into a fresh one (move_aside=True moves it aside)"
+        )
+    journal = __utils__["sentry_journal.read"](serverdir)
+    owned = not __utils__["sentry_journal.mine"](journal)  # an upgrade calling keeps its own trail
+    if owned:
+        _refuse_over(journal, serverdir)
+        __utils__["sentry_journal.begin"](serverdir, "import", source=src, program=config["program"])
+    was_running = _stop_if_own(config, serverdir, stop)
+    if owned:
+        __utils__["sentry_journal.update"](serverdir, step="import", was_running=was_running)
+    backup = None
+    try:
+        if occupied:
+            backup = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "backup")
+            if owned:
+                __utils__["sentry_journal.update"](serverdir, backup=backup)  # before the move: a crash finds it
+            __utils__["sentry_backups.move_aside"](serverdir, "backup", backup)
+        _import_into(serverdir, src, counts["root_pypi"], backup, config)
+        if owned:
+            __utils__["sentry_journal.end"](serverdir)
+    except CommandExecutionError:
+        if owned:
+            __utils__["sentry_journal.end"](serverdir)  # put back as it was
+        raise
+    finally:
+        if was_running and restart and __utils__["sentry_journal.read"](serverdir) is None:
+            __salt__["sentry_server.start"](config["program"])  # back in service when this returns
+    return {
+        "path": serverdir,
+        "source": src,
+        "backup": backup,
+        **counts,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, config: dict) -> None:
+    """Run the import; on failure put ``backup`` back and raise saying where everything is."""
+    # Without this the import adds a root/pypi mirror the exported server did not have.
+    no_root_pypi = [] if root_pypi else ["--no-root-pypi"]
+    result = __salt__["cmd.run_all"](
+        [SERVER_BIN, "--serverdir", serverdir, "--import", src, *no_root_pypi],
+        python_shell=False,
+        output_loglevel="quiet",
+        ignore_retcode=True,
+    )
+    if result["retcode"] != 0:
+        failed = __utils__["sentry_backups.put_back"](serverdir, backup) if backup else None
+        kept = f"; what it wrote is in {failed}, the data is back in {serverdir}" if failed else ""
+        raise CommandExecutionError(f"import of {src} failed: {(result['stderr'] or result['stdout']).strip()}{kept}")
+    for root, dirs, files in os.walk(serverdir):
+        for name in (*dirs, *files):
+            shutil.chown(os.path.join(root, name), config["user"], config["group"])
+    shutil.chown(serverdir, config["user"], config["group"])
+
+
+def _refuse_over(journal: dict | None, serverdir: str) -> None:
+    """Raise when an operation on ``serverdir`` runs, or died and was not recovered yet."""
+    if journal is None:
+        return
+    what = __utils__["sentry_journal.describe"](journal)
+    if __utils__["sentry_journal.alive"](journal):
+        raise CommandExecutionError(f"{serverdir}: {what} is still running (pid {journal['pid']}); wait for it")
+    raise CommandExecutionError(
+        f"{serverdir}: {what}; run 'salt-call sentry_data.recover' first (it puts that data back)"
+    )
+
+
+def backups(instance: str | None = None) -> dict[str, list[str]]:
+    """
+    What upgrades, imports and exports left beside the instance's serverdir,
+    by kind (``backup``: data moved aside, ``failed``: data of a failed
+    attempt, ``export``), newest first. sentry.prune_backups removes the older
+    ones.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.backups
+    """
+    found = __utils__["sentry_backups.listing"](_settings(instance)["backup_dir"])
+    found["export"] = [path for path in found["export"] if not path.endswith(INCOMPLETE)]
+    return found
+
+
+def recover(instance: str | None = None) -> dict:
+    """
+    Undo what an interrupted import or upgrade (kill -9, OOM, reboot) left,
+    from the trail it kept beside the serverdir (``<serverdir>.operation.json``):
+    the data it moved aside comes back (what stood in its place goes to
+    ``_data-failed-<timestamp>``), the package version it started from is
+    reinstalled, the server and nginx are started again. An upgrade that had
+    passed its health check is completed instead. Nothing is deleted. Without
+    a trail, nothing to do.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.recover
+    """
+    config = _settings(instance)
+    serverdir, program = config["serverdir"], config["program"]
+    journal = __utils__["sentry_journal.read"](serverdir)
+    if journal is None:
+        return {"recovered": False, "comment": f"no interrupted operation on {serverdir}"}
+    if __utils__["sentry_journal.alive"](journal):
+        raise CommandExecutionError(f"{serverdir}: the {journal['operation']} is still running (pid {journal['pid']})")
+    done = []
+    if __salt__["sentry_server.running"](program):
+        __salt__["sentry_server.stop"](program)  # it may serve what the operation left half made
+        done.append(f"{program} stopped")
+    completing = bool(journal.get("healthy"))
+    if not completing:
+        done += _put_back_from(journal, config)
+    __utils__["sentry_journal.end"](serverdir)
+    if completing or journal.get("was_running", True):
+        __salt__["sentry_server.start"](program)
+        done.append(f"{program} running")
+    if journal.get("nginx_stopped"):
+        __salt__["sentry_service.start"](config["nginx_service"])
+        done.append(f"{config['nginx_service']} running")
+    return {
+        "recovered": True,
+        "operation": journal.get("operation"),
+        "step": journal.get("step"),
+        "completed" if completing else "rolled_back": True,
+        "done": done,
+    }
+
+
+def _put_back_from(journal: dict, config: dict) -> list[str]:
+    """The package version and the data the interrupted operation started from; what was done."""
+    done, serverdir, package = [], config["serverdir"], config["package"]
+    version = journal.get("version_before")
+    if journal.get("installed") and version:
+        # An interrupted dpkg must finish before anything else is installed.
+        __salt__["cmd.run_all"](["dpkg", "--configure", "-a"], python_shell=False, output_loglevel="quiet")
+        if __salt__["pkg.version"](package) != version:
+            __salt__["pkg.install"](package, version=version, refresh=False)
+            done.append(f"{package} {version} reinstalled")
+    backup = journal.get("backup")
+    if backup and os.path.isdir(backup):
+        failed = __utils__["sentry_backups.put_back"](serverdir, backup)
+        done.append(f"the data is back in {serverdir}" + (f"; what stood there is in {failed}" if failed else ""))
+    return done

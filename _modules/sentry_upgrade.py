@@ -1,0 +1,501 @@
+"""Upgrades of a sentry instance that can be trusted: a master by export and import, a replica by resync.
+
+Each upgrade checks its result and rolls itself back on any failure, saying
+which step failed and what it put back; nothing is deleted. The instance
+(package, serverdir, program, nginx service, URL) is the one the formula
+rendered (``sentry_server.settings``), so the orchestration (``sentry.upgrade``)
+passes only the version. Results are appended to ``upgrades.jsonl`` in the
+service user's home (``sentry_upgrade.last``).
+
+:depends: the ``sentry`` Debian package
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Callable
+
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "sentry_upgrade"
+
+SERVER_BIN = "/usr/sbin/sentry-server"
+UPGRADE_LOG = "upgrades.jsonl"
+
+
+def __virtual__():
+    if not os.path.exists(SERVER_BIN):
+        return (False, f"sentry_upgrade: the sentry package is not installed ({SERVER_BIN} is missing)")
+    return __virtualname__
+
+
+def _settings(instance: str | None) -> dict:
+    return __salt__["sentry_server.settings"](instance)
+
+
+def _fetch(package: str, version: str, refresh: bool) -> None:
+    """Download ``version`` of ``package`` into apt's cache while the server still serves."""
+    __salt__["pkg.install"](package, version=version, refresh=refresh, downloadonly=True)
+
+
+def _install(package: str, version: str, refresh: bool) -> None:
+    """Install exactly ``version`` of ``package`` (up or down) from the configured apt repositories."""
+    __salt__["pkg.install"](package, version=version, refresh=refresh)
+    installed = __salt__["pkg.version"](package)
+    if installed != version:
+        raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _known_file(export_path: str, data: dict) -> dict | None:
+    """One release file of the export (``data``: its index): index, project and sha256, to download later."""
+    indexes = data.get("indexes", {})
+    for name in sorted(indexes):
+        for entry in indexes[name].get("files", []):
+            if entry.get("type") == "releasefile":
+                return {
+                    "index": name,
+                    "project": entry["projectname"] if "projectname" in entry else entry["project"],
+                    "basename": os.path.basename(entry["relpath"]),
+                    "sha256": _sha256(os.path.join(export_path, entry["relpath"])),
+                }
+    return None
+
+
+def _download_sha256(base: str, known: dict) -> str:
+    """sha256 of ``known``'s file as the server at ``base`` hands it out."""
+    project = __utils__["sentry_api.get"](
+        f"{base}/{known['index']}/{known['project']}", f"project {known['project']} on {known['index']}"
+    )
+    for release in project.values():
+        for link in release.get("+links", []):
+            if link["href"].rsplit("/", 1)[-1] == known["basename"]:
+                return __utils__["sentry_api.file_sha256"](base, urllib.parse.urlsplit(link["href"]).path)
+    raise CommandExecutionError(f"{known['basename']} is not listed on {known['index']}")
+
+
+def _exported_names(data: dict) -> dict:
+    """The users and index names in an export's index: what the imported server must hold."""
+    return {"users": sorted(data.get("users", {})), "indexes": sorted(data.get("indexes", {}))}
+
+
+def _health_check(base: str, before: dict, exported: dict, imported: dict, known: dict | None) -> str:
+    """The freshly imported server holds what was exported (``before``: _exported_names); raises otherwise."""
+    if any(exported[key] != imported[key] for key in ("users", "indexes", "files")):
+        raise CommandExecutionError(f"the import holds other counts than the export: {imported} vs {exported}")
+    users = sorted(__salt__["sentry_admin.list_users"](url=base))
+    indexes = sorted(__salt__["sentry_admin.list_indexes"](url=base))
+    if users != before["users"] or indexes != before["indexes"]:
+        raise CommandExecutionError(
+            f"users/indexes differ after the import: {users} {indexes}, exported {before['users']} {before['indexes']}"
+        )
+    if known is None:
+        return "no release file to download"
+    if _download_sha256(base, known) != known["sha256"]:
+        raise CommandExecutionError(f"{known['basename']} downloads with another sha256 than it was exported with")
+    return f"{known['index']}/{known['basename']} downloads intact"
+
+
+def _record(result: dict, home: str) -> None:
+    """Append the result to the upgrade log in the service user's home (read by last())."""
+    try:
+        with open(os.path.join(home, UPGRADE_LOG), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **result}) + "\n")
+    except OSError as exc:
+        log.warning("sentry_upgrade: could not record the upgrade in %s: %s", home, exc)
+
+
+def last(instance: str | None = None) -> dict | None:
+    """
+    The last upgrade this minion went through (master or replica), with the
+    versions before and after, and the time the server was down.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_upgrade.last
+    """
+    try:
+        with open(os.path.join(_settings(instance)["home"], UPGRADE_LOG), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return None
+    return json.loads(lines[-1]) if lines else None
+
+
+class _Steps:
+    """Which step an upgrade is in, and how long each one took."""
+
+    def __init__(self) -> None:
+        self.current = "start"
+        self.seconds: dict[str, float] = {}
+        self._started = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[self.current] = round(now - self._started, 2)
+        self.current, self._started = name, now
+
+    def done(self) -> dict[str, float]:
+        self("done")
+        self.seconds.pop("start", None)
+        return self.seconds
+
+
+class _Attempt:
+    """One upgrade attempt: its steps (timed) and what it changed so far, kept in memory for the
+    rollback and in the journal beside the serverdir, written before each change, so that a crash
+    leaves a trail for sentry_data.recover instead of an empty server."""
+
+    def __init__(self, operation: str, config: dict, version_before: str, version: str) -> None:
+        self.steps = _Steps()
+        self.changed = {"stopped": False, "nginx_stopped": False, "backup": None, "installed": False}
+        self._serverdir = config["serverdir"]
+        self._facts = {"program": config["program"], "version_before": version_before, "version": version}
+        self._operation, self._begun = operation, False
+
+    def step(self, name: str) -> None:
+        self.steps(name)
+        if self._begun:
+            __utils__["sentry_journal.update"](self._serverdir, step=name)
+
+    def begin(self) -> None:
+        """From here on the attempt changes things: refuses over another's trail."""
+        __utils__["sentry_journal.begin"](self._serverdir, self._operation, step=self.steps.current, **self._facts)
+        self._begun = True
+
+    def mark(self, **changes) -> None:
+        """Record ``changes`` before making them."""
+        self.changed.update(changes)
+        __utils__["sentry_journal.update"](self._serverdir, **changes)
+
+    def end(self) -> None:
+        __utils__["sentry_journal.end"](self._serverdir)
+
+
+def _stop_writes_and_reads(attempt: _Attempt, config: dict) -> None:
+    # The server first: its exit ends the replicas' long polls of /+changelog,
+    # which nginx's graceful stop would otherwise wait out (5 s on Debian).
+    attempt.mark(stopped=True)
+    __salt__["sentry_server.stop"](config["program"])
+    if config["nginx_service"]:
+        attempt.mark(nginx_stopped=True)
+        __salt__["sentry_service.stop"](config["nginx_service"])
+
+
+def _move_data_aside(attempt: _Attempt, config: dict) -> None:
+    """To ``_data-backup-<timestamp>``, named in the journal before it moves."""
+    attempt.mark(backup=__utils__["sentry_backups.new_path"](config["backup_dir"], "backup"))
+    __utils__["sentry_backups.move_aside"](config["serverdir"], "backup", attempt.changed["backup"])
+
+
+def _recover_first(config: dict) -> dict | None:
+    """Put back what an interrupted attempt left (its trail beside the serverdir), before a new one."""
+    journal = __utils__["sentry_journal.read"](config["serverdir"])
+    if journal is None:
+        return None
+    return __salt__["sentry_data.recover"](config["program"])
+
+
+def _status(config: dict) -> dict:
+    """The instance's status; ``up: False`` with the ``error`` when it does not answer (no exit code set)."""
+    try:
+        return __utils__["sentry_api.status"](config["url"])
+    except CommandExecutionError as exc:
+        return {"up": False, "url": config["url"], "error": str(exc)}
+
+
+def _start(config: dict) -> dict:
+    return __salt__["sentry_server.start"](config["program"])
+
+
+def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, instance: str | None = None) -> dict:
+    """
+    Upgrade a master (or standalone) server to package ``version`` the safe
+    way: download it, stop the server and nginx, export, move the data to
+    ``_data-backup-<timestamp>``, install the new version, import into a fresh
+    serverdir, start, and check that every user, index and release file is
+    there and a known file downloads intact, then start nginx.
+
+    On any failure it rolls back what it changed: the failed serverdir goes to
+    ``_data-failed-<timestamp>``, the backup comes back, the previous version
+    is reinstalled and started; the error names the step. Nothing is deleted.
+    At ``version`` already, it changes nothing.
+
+    The result (also kept for ``last``) holds the seconds writes were refused
+    (``write_outage_seconds``: server stopped until healthy again) and reads
+    were (``read_outage_seconds``: nginx stopped until started again; 0 with
+    ``reads_elsewhere=True``, which sentry.upgrade passes when a front sent the
+    reads to caught-up replicas meanwhile).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt sentry-master sentry_upgrade.master 6.20.3-1
+    """
+    config = _settings(instance)
+    package, nginx_service = config["package"], config["nginx_service"]
+    recovered = _recover_first(config)
+    before_version = __salt__["pkg.version"](package)
+    if not before_version:
+        raise CommandExecutionError(f"{package} is not installed: nothing to upgrade (apply the sentry state first)")
+    if before_version == version:
+        __utils__["sentry_api.status"](config["url"])  # answers, or says why not
+        return {"changed": False, "role": "master", "version": {"old": before_version, "new": version}}
+    current = _status(config)
+    if not current["up"]:
+        raise CommandExecutionError(f"nothing was changed: {current['error']}")
+    if current["role"] != "master":
+        raise CommandExecutionError(f"{config['url']} is a replica: upgrade it with sentry_upgrade.replica")
+    attempt = _Attempt("upgrade", config, before_version, version)
+    attempt.step("download")
+    _fetch(package, version, refresh)
+    down_at = time.monotonic()
+    try:
+        attempt.step("stop")
+        attempt.begin()
+        _stop_writes_and_reads(attempt, config)
+        attempt.step("export")
+        exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
+        contents = __salt__["sentry_data.read_export"](exported["path"])
+        known, before = _known_file(exported["path"], contents), _exported_names(contents)
+        attempt.step("move data aside")
+        _move_data_aside(attempt, config)
+        attempt.step("install")
+        attempt.mark(installed=True)
+        _install(package, version, refresh=False)
+        attempt.step("import")
+        imported = __salt__["sentry_data.import"](
+            exported["path"], stop=False, restart=False, instance=config["program"]
+        )
+        attempt.step("start server")
+        attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
+        _start(config)
+        attempt.step("health check")
+        checked = _health_check(config["url"], before, exported, imported, known)
+        write_outage = round(time.monotonic() - down_at, 2)
+        attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
+        attempt.step("start nginx")
+        if nginx_service:
+            __salt__["sentry_service.start"](nginx_service)
+        down = round(time.monotonic() - down_at, 2)
+    except Exception as exc:  # whatever failed, the old server comes back
+        rolled_back = _roll_back(attempt.changed, before_version, config, settled=attempt.end)
+        raise _give_up("master", version, attempt.steps.current, exc, rolled_back, config["home"]) from None
+    attempt.end()
+    result = {
+        "changed": True,
+        "role": "master",
+        "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
+        "export": exported,
+        "import": imported,
+        "backup": attempt.changed["backup"],
+        "health": checked,
+        "write_outage_seconds": write_outage,
+        "read_outage_seconds": 0.0 if reads_elsewhere else down,
+        "steps": attempt.steps.done(),
+        **({"recovered_first": recovered} if recovered else {}),
+    }
+    _record(result, config["home"])
+    return result
+
+
+def _give_up(
+    role: str, version: str, failed_step: str, exc: Exception, rolled_back: str, home: str
+) -> CommandExecutionError:
+    """Record a failed, rolled back upgrade; the error to raise, naming its step."""
+    _record(
+        {"changed": False, "role": role, "failed_step": failed_step, "error": str(exc), "rollback": rolled_back}, home
+    )
+    what = "upgrade" if role == "master" else "replica upgrade"
+    return CommandExecutionError(
+        f"{what} to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
+    )
+
+
+def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], None] = lambda: None) -> str:
+    """Undo what this attempt changed (``state``); returns what was done, raises naming what is left otherwise.
+
+    ``settled`` runs once data and package are back, before anything starts (it ends the journal).
+    """
+    done, package, serverdir, program = [], config["package"], config["serverdir"], config["program"]
+    try:
+        if state["stopped"]:
+            __salt__["sentry_server.stop"](program)
+        if state["backup"]:
+            failed = __utils__["sentry_backups.put_back"](serverdir, state["backup"])
+            done.append(f"new data kept in {failed}, old data back in {serverdir}")
+            state["backup"] = None
+        if state["installed"] and __salt__["pkg.version"](package) != version:
+            _install(package, version, refresh=False)
+            done.append(f"{package} {version} reinstalled")
+        settled()
+        if state["stopped"]:
+            _start(config)
+            done.append("server running")
+        if state["nginx_stopped"]:
+            __salt__["sentry_service.start"](config["nginx_service"])
+            done.append("nginx running")
+    except Exception as exc:
+        by_hand = [f"stop {program}"] if state["stopped"] else []
+        if state["backup"]:
+            by_hand.append(f"put {state['backup']} back at {serverdir}")
+        if state["installed"]:
+            by_hand.append(f"install {package}={version}")
+        if state["stopped"]:
+            by_hand.append(f"start {program}")
+        if state["nginx_stopped"]:
+            by_hand.append(f"start {config['nginx_service']}")
+        raise CommandExecutionError(
+            f"ROLLBACK FAILED ({exc}) after: {'; '.join(done) or 'nothing'}. Once the cause is fixed, "
+            f"'salt-call sentry_data.recover' finishes it; or by hand: {', '.join(by_hand)}."
+        ) from None
+    return "; ".join(done) or "nothing had changed"
+
+
+def _master_status(master_url: str) -> dict:
+    """The master's /+status as its replicas see it (through its nginx)."""
+    code, body = __utils__["sentry_api.request"]("GET", f"{master_url.rstrip('/')}/+status")
+    if code != 200:
+        raise CommandExecutionError(f"the master at {master_url} answered {code} to /+status")
+    return body["result"]
+
+
+def _follows(replica: dict, master_: dict) -> bool:
+    """Whether ``replica`` (status()) follows this very master and has all it has."""
+    return (
+        replica.get("master_uuid") == master_.get("uuid")
+        and isinstance(replica.get("serial"), int)
+        and replica["serial"] >= master_.get("serial", 0)
+    )
+
+
+def _master_url(config: dict) -> str:
+    if not config["master_url"]:
+        raise CommandExecutionError(f"instance {config['program']} is no replica: it has no server:master_url")
+    return config["master_url"]
+
+
+def wait_synced(timeout: float = 600, instance: str | None = None) -> dict:
+    """
+    Wait until this replica follows its master and holds every change the
+    master had when the wait began; returns the replica's status.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'sentry-replica*' sentry_upgrade.wait_synced timeout=300
+    """
+    config = _settings(instance)
+    master_url = _master_url(config)
+    master_ = _master_status(master_url)
+    deadline = time.monotonic() + timeout
+    caught_up_at = None
+    while True:
+        current = _status(config)
+        if current["up"] and _follows(current, master_):
+            # Then every release file too, where the server tells: its queue was empty since.
+            caught_up_at = caught_up_at or time.time()
+            if "files_in_sync_at" not in current or (current["files_in_sync_at"] or 0) >= caught_up_at:
+                return current
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"the replica did not catch up with {master_url} (serial {master_.get('serial')}, "
+                f"uuid {master_.get('uuid')}) within {timeout}s; it is at {current}"
+            )
+        time.sleep(0.5)
+
+
+def replica(
+    version: str,
+    refresh: bool = True,
+    sync_timeout: float = 600,
+    reads_elsewhere: bool = False,
+    instance: str | None = None,
+) -> dict:
+    """
+    Bring a replica to package ``version`` and to its (upgraded) master: stop
+    it, install the version, move its data to ``_data-backup-<timestamp>``,
+    initialise a fresh replica serverdir and start it; returns once it holds
+    everything the master holds. A replica at ``version`` that already
+    follows its master is left alone.
+
+    On failure what it changed comes back and the error names the step.
+    Nothing is deleted. ``read_outage_seconds`` in the result is the time it
+    was down, or 0 with ``reads_elsewhere=True`` (it was drained on a front
+    meanwhile, as sentry.upgrade does).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'sentry-replica*' sentry_upgrade.replica 6.20.3-1
+    """
+    config = _settings(instance)
+    package, serverdir, master_url = config["package"], config["serverdir"], _master_url(config)
+    recovered = _recover_first(config)
+    before_version = __salt__["pkg.version"](package)
+    if not before_version:
+        raise CommandExecutionError(f"{package} is not installed: nothing to upgrade (apply the sentry state first)")
+    master_ = _master_status(master_url)
+    current = _status(config)
+    if before_version == version and current["up"] and _follows(current, master_):
+        return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
+    attempt = _Attempt("replica upgrade", config, before_version, version)
+    if before_version != version:
+        attempt.step("download")
+        _fetch(package, version, refresh)
+    down_at = time.monotonic()
+    try:
+        attempt.step("stop")
+        attempt.begin()
+        attempt.mark(stopped=True)
+        __salt__["sentry_server.stop"](config["program"])
+        attempt.step("install")
+        if before_version != version:
+            attempt.mark(installed=True)
+            _install(package, version, refresh=False)
+        attempt.step("move data aside")
+        _move_data_aside(attempt, config)
+        attempt.step("initialise")
+        __salt__["sentry_data.initialise"](serverdir, master_url=master_url, user=config["user"])
+        attempt.step("start server")
+        attempt.mark(serve=True)
+        _start(config)
+        attempt.step("catch up")
+        synced = wait_synced(timeout=sync_timeout, instance=config["program"])
+        down = round(time.monotonic() - down_at, 2)
+    except Exception as exc:  # whatever failed, the old replica comes back
+        rolled_back = _roll_back(attempt.changed, before_version, config, settled=attempt.end)
+        raise _give_up("replica", version, attempt.steps.current, exc, rolled_back, config["home"]) from None
+    attempt.end()
+    result = {
+        "changed": True,
+        "role": "replica",
+        "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
+        "backup": attempt.changed["backup"],
+        "serial": synced["serial"],
+        "down_seconds": down,
+        "read_outage_seconds": 0.0 if reads_elsewhere else down,
+        "steps": attempt.steps.done(),
+        **({"recovered_first": recovered} if recovered else {}),
+    }
+    _record(result, config["home"])
+    return result

@@ -1,0 +1,118 @@
+"""The one client of the server's HTTP API (devpi's JSON API), for sentry's modules and states.
+
+Reached as ``__utils__["sentry_api.request"]`` and friends. Bodies are never
+logged: they may carry passwords. A server that does not answer raises
+CommandExecutionError saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.error
+import urllib.request
+
+from salt.exceptions import CommandExecutionError
+
+HTTP_TIMEOUT = 30
+
+
+def request(
+    method: str, url: str, body: dict | None = None, auth: str | None = None, timeout: float = HTTP_TIMEOUT
+) -> tuple[int, dict]:
+    """One JSON request; returns (status, decoded body)."""
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if auth:
+        headers["X-Devpi-Auth"] = auth
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) URL
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {"message": exc.reason}
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandExecutionError(f"sentry at {url} does not answer: {exc}; is the server running?") from None
+
+
+def check(code: int, body: dict, what: str, ok: tuple[int, ...] = (200, 201)) -> dict:
+    """The ``result`` of an answer, or CommandExecutionError naming ``what`` failed and why."""
+    if code not in ok:
+        raise CommandExecutionError(f"{what} failed ({code}): {body.get('message', body)}")
+    return body.get("result", {})
+
+
+def get(url: str, what: str) -> dict:
+    """The ``result`` of GET ``url``; raises unless it answers 200."""
+    return check(*request("GET", url), what, ok=(200,))
+
+
+def login(base: str, user: str, password: str) -> str:
+    """Log in; returns the X-Devpi-Auth header value (the token never leaves the caller)."""
+    code, body = request("POST", f"{base}/+login", {"user": user, "password": password})
+    if code != 200:
+        raise CommandExecutionError(f"login as {user} at {base} failed ({code}): {body.get('message', body)}")
+    token = body["result"]["password"]
+    return base64.b64encode(f"{user}:{token}".encode()).decode()
+
+
+def server_version(base: str) -> str | None:
+    """The devpi-server version answering at ``base`` (its X-Devpi-Server-Version), None when none answers."""
+    req = urllib.request.Request(f"{base}/+api", headers={"Accept": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            return response.headers.get("X-Devpi-Server-Version")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def describe_status(base: str, result: dict) -> dict:
+    """What /+status's ``result`` says: role, serial, uuid; on a replica its master and lag."""
+    role = result.get("role", "").lower()
+    info = {
+        "up": True,
+        "url": base,
+        "role": "replica" if role == "replica" else "master",
+        "serial": result.get("serial"),
+        "uuid": result.get("uuid"),
+        "serverdir": result.get("serverdir"),
+    }
+    if info["role"] == "replica":
+        primary_serial = result.get("primary-serial", result.get("master-serial"))
+        info.update(
+            {
+                "master_url": result.get("primary-url", result.get("master-url")),
+                "master_uuid": result.get("primary-uuid", result.get("master-uuid")),
+                "master_serial": primary_serial,
+                "lag": None if primary_serial is None else primary_serial - result.get("serial", 0),
+                "in_sync_at": result.get("replica-in-sync-at"),
+                "replication_errors": result.get("replication-errors", {}),
+            }
+        )
+        if "replica-files-in-sync-at" in result:  # newer servers: when no release file was left to fetch
+            info["files_in_sync_at"] = result["replica-files-in-sync-at"]
+    return info
+
+
+def status(base: str) -> dict:
+    """describe_status() of the server at ``base``; raises when it does not answer or answers an error."""
+    return describe_status(base, get(f"{base}/+status", f"GET {base}/+status"))
+
+
+def file_sha256(base: str, path: str) -> str:
+    """sha256 of the file the server at ``base`` hands out at ``path`` (as its links give it), streamed."""
+    digest = hashlib.sha256()
+    url = base + path
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+    except urllib.error.HTTPError as exc:
+        raise CommandExecutionError(f"GET {url} answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandExecutionError(f"sentry at {url} does not answer: {exc}") from None
+    return digest.hexdigest()

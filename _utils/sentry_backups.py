@@ -1,0 +1,64 @@
+"""What sentry keeps beside a serverdir: exports and serverdirs moved aside, named kind prefix + timestamp.
+
+Filesystem only (no Salt functions), shared by sentry_data and sentry_upgrade
+as ``__utils__["sentry_backups.move_aside"]`` and friends. Nothing here deletes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+# prefix + timestamp, in the serverdir's parent directory
+KINDS = {"backup": "_data-backup-", "failed": "_data-failed-", "export": "export-"}
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def new_path(directory: str, kind: str) -> str:
+    """A path in ``directory`` for a new ``kind`` (see KINDS) that does not exist yet."""
+    path = os.path.join(directory, KINDS[kind] + timestamp())
+    while os.path.exists(path):
+        path += "-1"
+    return path
+
+
+def move_aside(serverdir: str, kind: str, aside: str | None = None) -> str:
+    """Rename ``serverdir`` to ``aside`` (default: a new ``kind`` path beside it) and leave an empty one
+    (same owner, mode). Returns where the data went."""
+    aside = aside or new_path(os.path.dirname(os.path.abspath(serverdir)), kind)
+    stat = os.stat(serverdir)
+    os.rename(serverdir, aside)
+    os.mkdir(serverdir, stat.st_mode & 0o7777)
+    os.chown(serverdir, stat.st_uid, stat.st_gid)
+    return aside
+
+
+def put_back(serverdir: str, backup: str) -> str | None:
+    """Undo move_aside, also half done: what is in ``serverdir`` now goes to a ``failed`` path
+    (returned; None when it held nothing), and ``backup`` takes its place."""
+    failed = None
+    if os.path.isdir(serverdir) and os.listdir(serverdir):
+        failed = move_aside(serverdir, "failed")
+    if os.path.isdir(serverdir):
+        os.rmdir(serverdir)  # empty
+    os.rename(backup, serverdir)
+    return failed
+
+
+def listing(directory: str) -> dict[str, list[str]]:
+    """The paths of each kind in ``directory``, newest first (the names end in a timestamp)."""
+    try:
+        names = sorted(os.listdir(directory), reverse=True)
+    except FileNotFoundError:
+        names = []
+    return {
+        kind: [
+            os.path.join(directory, name)
+            for name in names
+            if name.startswith(prefix) and os.path.isdir(os.path.join(directory, name))
+        ]
+        for kind, prefix in KINDS.items()
+    }

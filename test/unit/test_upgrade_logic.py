@@ -1,0 +1,182 @@
+"""The pure logic behind upgrades and instance settings, with Salt's loader dunders replaced by recorders.
+
+No root, no host, no server: which instance a call is about, what /+status
+means, when a replica follows its master, what a rollback undoes and what its
+message tells the operator to do by hand. The real upgrades are in test_upgrade.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+settings = load("_utils/sentry_settings.py", "sentry_settings_unit")
+api = load("_utils/sentry_api.py", "sentry_api_unit")
+upgrade = load("_modules/sentry_upgrade.py", "sentry_upgrade_unit")
+
+CONFIG = {
+    "program": "sentry-b",
+    "serverdir": "/srv/b/data",
+    "backup_dir": "/srv/b",
+    "user": "sentry",
+    "group": "sentry",
+    "home": "/var/lib/sentry",
+    "package": "sentry",
+    "url": "http://127.0.0.1:3142",
+    "master_url": "",
+    "role": "standalone",
+    "nginx_service": "nginx",
+    "supervisor_socket": "/var/run/supervisor.sock",
+    "ready_timeout": 120,
+}
+
+
+# --- which instance --------------------------------------------------------------
+
+
+def test_the_named_instance_wins():
+    assert settings.choose("sentry-b", "sentry-server", ["sentry-b", "sentry-server"]) == "sentry-b"
+
+
+def test_the_pillars_instance_then_the_only_one():
+    assert settings.choose(None, "sentry-server", ["sentry-b", "sentry-server"]) == "sentry-server"
+    assert settings.choose(None, "sentry-server", ["sentry-b"]) == "sentry-b"
+
+
+@pytest.mark.parametrize(
+    ("instance", "known", "says"),
+    [
+        (None, [], "apply the sentry state first"),
+        ("sentry-c", ["sentry-b"], "no sentry instance 'sentry-c' here; deployed: sentry-b"),
+        (None, ["sentry-a", "sentry-b"], "name one with instance=PROGRAM"),
+    ],
+)
+def test_no_guessing(instance, known, says):
+    with pytest.raises(CommandExecutionError, match=says):
+        settings.choose(instance, "sentry-server", known)
+
+
+def test_settings_missing_a_key_say_to_apply_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "INSTANCES_DIR", str(tmp_path))
+    (tmp_path / "sentry-b.json").write_text(json.dumps({key: CONFIG[key] for key in CONFIG if key != "url"}))
+    with pytest.raises(CommandExecutionError, match="lacks url: apply the sentry state again"):
+        settings.load()
+    (tmp_path / "sentry-b.json").write_text(json.dumps(CONFIG))
+    assert settings.load()["serverdir"] == "/srv/b/data"
+
+
+# --- what /+status says --------------------------------------------------------------
+
+
+def test_a_master_status():
+    info = api.describe_status("http://h", {"role": "MASTER", "serial": 7, "uuid": "u1"})
+    assert info == {"up": True, "url": "http://h", "role": "master", "serial": 7, "uuid": "u1", "serverdir": None}
+
+
+def test_a_replica_status_names_its_master_and_lag():
+    info = api.describe_status(
+        "http://r",
+        {"role": "REPLICA", "serial": 5, "uuid": "r1", "primary-url": "http://m", "primary-uuid": "m1",
+         "primary-serial": 9, "replica-files-in-sync-at": 12.5},
+    )  # fmt: skip
+    assert (info["role"], info["master_url"], info["master_uuid"], info["lag"]) == ("replica", "http://m", "m1", 4)
+    assert info["files_in_sync_at"] == 12.5
+
+
+@pytest.mark.parametrize(
+    ("replica", "follows"),
+    [
+        ({"master_uuid": "m1", "serial": 9}, True),
+        ({"master_uuid": "m1", "serial": 8}, False),  # behind
+        ({"master_uuid": "old", "serial": 12}, False),  # follows the master before its import
+        ({"master_uuid": "m1", "serial": None}, False),  # has no serial yet
+    ],
+)
+def test_a_replica_follows_only_this_master_with_all_it_has(replica, follows):
+    assert upgrade._follows(replica, {"uuid": "m1", "serial": 9}) is follows
+
+
+# --- steps and rollback ----------------------------------------------------------------
+
+
+def test_steps_time_each_step_by_name():
+    steps = upgrade._Steps()
+    steps("download")
+    steps("stop")
+    assert steps.current == "stop"
+    assert list(steps.done()) == ["download", "stop"]
+
+
+class Minion:
+    """__salt__ and __utils__ of a minion where ``broken`` functions raise; records the calls."""
+
+    def __init__(self, broken: set[str] = frozenset(), installed: str = "6.20.3-1") -> None:
+        self.calls: list[str] = []
+        self.broken, self.installed = broken, installed
+
+    def function(self, name: str):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            if name in self.broken:
+                raise CommandExecutionError(f"{name} broke")
+            if name == "pkg.version":
+                return self.installed
+            if name == "pkg.install":
+                self.installed = kwargs.get("version")
+            if name == "sentry_backups.put_back":
+                return "/srv/b/_data-failed-1"
+            return None
+
+        return call
+
+    def install(self, module) -> None:
+        names = ("sentry_server.stop", "sentry_server.start", "sentry_service.start", "pkg.version", "pkg.install")
+        module.__salt__ = {name: self.function(name) for name in names}
+        module.__utils__ = {"sentry_backups.put_back": self.function("sentry_backups.put_back")}
+
+
+def state(**changed) -> dict:
+    return {"stopped": False, "nginx_stopped": False, "backup": None, "installed": False, **changed}
+
+
+def test_a_rollback_undoes_only_what_was_changed():
+    minion = Minion()
+    minion.install(upgrade)
+    assert upgrade._roll_back(state(), "6.14.0-1", CONFIG) == "nothing had changed"
+    assert minion.calls == []
+    done = upgrade._roll_back(state(stopped=True, backup="/srv/b/_data-backup-1"), "6.14.0-1", CONFIG)
+    assert done == "new data kept in /srv/b/_data-failed-1, old data back in /srv/b/data; server running"
+    assert "pkg.install" not in minion.calls and "sentry_service.start" not in minion.calls
+
+
+def test_a_failed_rollback_names_only_the_backup_it_made():
+    minion = Minion(broken={"sentry_server.start"})
+    minion.install(upgrade)
+    with pytest.raises(CommandExecutionError) as failed:
+        upgrade._roll_back(state(stopped=True, nginx_stopped=True), "6.14.0-1", CONFIG)
+    message = str(failed.value)
+    assert "_data-backup" not in message and "put " not in message, message
+    assert "by hand: stop sentry-b, start sentry-b, start nginx." in message
+
+    minion = Minion(broken={"pkg.install"})
+    minion.install(upgrade)
+    with pytest.raises(CommandExecutionError) as failed:
+        upgrade._roll_back(state(stopped=True, backup="/srv/b/_data-backup-7", installed=True), "6.14.0-1", CONFIG)
+    message = str(failed.value)
+    assert "old data back in /srv/b/data" in message  # put back before the install broke
+    assert "_data-backup-7" not in message.split("by hand:")[1]
+    assert "install sentry=6.14.0-1" in message
