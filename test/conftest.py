@@ -20,7 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aptrepo import make_apt_repo
-from hosts import TestHost, TestHostError, remove_bridge
+from hosts import NAME_PREFIX, TestHost, TestHostError, remove_bridge
 
 REPO = Path(__file__).resolve().parent.parent
 PINS = REPO / "packaging" / "pins"
@@ -158,7 +158,9 @@ def old_sentry_deb() -> Path:
 @pytest.fixture(scope="session")
 def apt_repo(sentry_deb, old_sentry_deb) -> Path:
     """A flat apt repository of both debs (see aptrepo.py); hosts use it through ``use_apt_repo``."""
-    return make_apt_repo(REPO / "build" / "apt", [sentry_deb, old_sentry_deb])
+    # One per test run (SENTRY_TEST_PREFIX): runs sharing build/ do not remake each other's.
+    directory = REPO / "build" / ("apt-" + NAME_PREFIX if NAME_PREFIX else "apt")
+    return make_apt_repo(directory, [sentry_deb, old_sentry_deb])
 
 
 @pytest.fixture(scope="session")
