@@ -171,7 +171,7 @@ def test_port_change_touches_only_what_depends_on_it(deployment, uploaded, sentr
         run = deployment.salt.apply("sentry")
         assert run.succeeded, run.failed
         assert set(run.changed) == {
-            "sentry-server-settings",  # the URL the modules use
+            "sentry-supervisor-instance-settings",  # the URL the modules use
             "sentry-supervisor-program-file",
             "sentry-supervisor-program-running",
             "sentry-nginx-site-file",

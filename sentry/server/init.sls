@@ -55,31 +55,6 @@ sentry-server-secretfile:
       - file: sentry-user-home
 {%- endif %}
 
-{#- What the modules (sentry_admin, sentry_data, sentry_upgrade) read about this instance: no secrets.
-    The path is the contract with _utils/sentry_settings.py. #}
-sentry-server-settings:
-  file.serialize:
-    - name: /etc/sentry/instances/{{ server.program }}.json
-    - serializer: json
-    - makedirs: true
-    - user: root
-    - group: root
-    - mode: "0644"
-    - dataset:
-        program: {{ server.program | json }}
-        serverdir: {{ server.serverdir | json }}
-        backup_dir: {{ salt["file.dirname"](server.serverdir) | json }}
-        user: {{ user.name | json }}
-        group: {{ user.group | json }}
-        home: {{ user.home | json }}
-        package: {{ sentry.package.name | json }}
-        url: {{ ("http://" ~ server.host ~ ":" ~ server.port) | json }}
-        master_url: {{ server.master_url | json }}
-        role: {{ ("replica" if server.master_url else server.role) | json }}
-        nginx_service: {{ sentry.nginx.service | json }}
-        supervisor_socket: {{ sentry.supervisor.socket | json }}
-        ready_timeout: {{ sentry.supervisor.ready_timeout }}
-
 {#- Never re-initialise; the password is read from pillar by the state itself. #}
 sentry-server-initialised:
   sentry_server.initialised:

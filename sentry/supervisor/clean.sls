@@ -1,4 +1,4 @@
-{#- Stop and forget the program; supervisor itself stays (other programs may use it). #}
+{#- Stop and forget the program and the instance's settings; supervisor itself stays (other programs may use it). #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
 
@@ -7,3 +7,16 @@ sentry-supervisor-program-absent:
     - name: {{ sentry.server.program }}
     - conf_file: {{ sentry.supervisor.confdir }}/{{ sentry.server.program }}.conf
     - socket_path: {{ sentry.supervisor.socket }}
+
+sentry-supervisor-instance-settings-absent:
+  file.absent:
+    - name: /etc/sentry/instances/{{ sentry.server.program }}.json
+
+{#- The folders were made for the settings (and the theme): leave no empty one behind, whichever clean runs last. #}
+sentry-supervisor-instance-settings-dir-absent:
+  cmd.run:
+    - name: rmdir /etc/sentry/instances && rmdir --ignore-fail-on-non-empty /etc/sentry
+    - onlyif:
+      - test -d /etc/sentry/instances && test -z "$(ls -A /etc/sentry/instances)"
+    - require:
+      - file: sentry-supervisor-instance-settings-absent

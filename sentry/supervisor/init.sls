@@ -10,6 +10,31 @@ include:
   - {{ tplroot }}.theme
 {%- endif %}
 
+{#- What the modules (sentry_server, sentry_data, sentry_upgrade) read about this instance: no secrets.
+    It comes and goes with the instance's program. The path is the contract with _utils/sentry_settings.py. #}
+sentry-supervisor-instance-settings:
+  file.serialize:
+    - name: /etc/sentry/instances/{{ program }}.json
+    - serializer: json
+    - makedirs: true
+    - user: root
+    - group: root
+    - mode: "0644"
+    - dataset:
+        program: {{ program | json }}
+        serverdir: {{ sentry.server.serverdir | json }}
+        backup_dir: {{ salt["file.dirname"](sentry.server.serverdir) | json }}
+        user: {{ sentry.user.name | json }}
+        group: {{ sentry.user.group | json }}
+        home: {{ sentry.user.home | json }}
+        package: {{ sentry.package.name | json }}
+        url: {{ ("http://" ~ sentry.server.host ~ ":" ~ sentry.server.port) | json }}
+        master_url: {{ sentry.server.master_url | json }}
+        role: {{ ("replica" if sentry.server.master_url else sentry.server.role) | json }}
+        nginx_service: {{ sentry.nginx.service | json }}
+        supervisor_socket: {{ sentry.supervisor.socket | json }}
+        ready_timeout: {{ sentry.supervisor.ready_timeout }}
+
 sentry-supervisor-package:
   pkg.installed:
     - name: {{ supervisor.package }}
