@@ -33,6 +33,7 @@ supervisor_utils = load("_utils/sentry_supervisor.py", "sentry_supervisor_utils"
 user_state = load("_states/sentry_user.py", "sentry_user_state")
 index_state = load("_states/sentry_index.py", "sentry_index_state")
 program_state = load("_states/sentry_program.py", "sentry_program_state")
+server_state = load("_states/sentry_server.py", "sentry_server_state")
 
 
 class Server:
@@ -123,7 +124,13 @@ def configure_loader_modules(server, supervisor):
         "__context__": context,
         "__pillar__": {"sentry": {"server": {"root_password": ROOT_PASSWORD}}, "dora": DORA_PASSWORD},
     }
-    return {user_state: dunders, index_state: dunders, program_state: dunders, state_utils: {"__salt__": salt}}
+    return {
+        user_state: dunders,
+        index_state: dunders,
+        program_state: dunders,
+        server_state: dunders,
+        state_utils: {"__salt__": salt},
+    }
 
 
 def plan_start() -> None:
@@ -235,3 +242,10 @@ def test_a_watched_change_plans_a_restart(supervisor):
     assert ret["result"] is None and ret["comment"] == "sentry-server would be restarted"
     assert program_state.__context__[program_state.PLANNED_STARTS] == {"sentry-server"}
     assert supervisor.calls == []
+
+
+def test_initialising_without_a_root_password_fails_the_dry_run(tmp_path):
+    ret = server_state.initialised(str(tmp_path), root_password_pillar="nowhere:root")
+    assert ret["result"] is False and ret["comment"] == "pillar nowhere:root is empty"
+    planned = server_state.initialised(str(tmp_path), root_password_pillar="sentry:server:root_password")
+    assert planned["result"] is None and planned["changes"] == {"initialised": {"old": None, "new": "master"}}
