@@ -70,6 +70,19 @@ def status(url: str | None = None, instance: str | None = None) -> dict:
         return {"up": False, "url": base, "error": str(exc)}
 
 
+def answers(url: str | None = None, instance: str | None = None) -> bool:
+    """
+    Whether a server answers its API at ``url`` (default: the instance's) now.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_server.answers
+    """
+    return __utils__["sentry_api.server_version"](url.rstrip("/") if url else settings(instance)["url"]) is not None
+
+
 def version(url: str | None = None, instance: str | None = None) -> dict:
     """
     Versions: the installed sentry package, and the devpi-server answering at

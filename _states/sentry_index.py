@@ -8,21 +8,41 @@
         - bases: [root/pypi]
         - volatile: false
         - acl_upload: [alice]
+
+Changes are made as root, with the password the state reads from pillar
+(``root_password_pillar``); a dry run checks that root can log in with it.
 """
 
 from __future__ import annotations
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "sentry_index"
+
+ROOT_PILLAR = "sentry:server:root_password"  # where root's password is read from
+PLANNED_STARTS = "sentry_program.planned_starts"  # in __context__: programs a dry run would (re)start
 
 
 def __virtual__():
     return __virtualname__
 
 
-def _failed(ret: dict, exc: Exception) -> dict:
-    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"])
+def _start_planned() -> bool:
+    """Whether a dry run of this run would (re)start the server (sentry_program records it)."""
+    return bool(__context__.get(PLANNED_STARTS))
+
+
+def _failed(ret: dict, exc: Exception, url: str | None) -> dict:
+    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"], _start_planned(), url)
+
+
+def _root_password(pillar_key: str) -> str | None:
+    return salt.utils.data.traverse_dict_and_list(__pillar__, pillar_key, None) or None
+
+
+def _check_root(root_password_pillar: str, url: str | None) -> None:
+    __utils__["sentry_state.check_root"](_root_password(root_password_pillar), root_password_pillar, url)
 
 
 def present(
@@ -37,12 +57,14 @@ def present(
     mirror_cache_expiry: int | None = None,
     mirror_use_external_urls: bool | None = None,
     mirror_no_project_list: bool | None = None,
+    root_password_pillar: str = ROOT_PILLAR,
 ) -> dict:
     """
     Ensure the index ``name`` (``user/index``) exists with these settings; unset ones are left alone.
 
     ``type`` (stage or mirror) is used when the index is made; an existing
     index of another type fails the state. Mirrors take the ``mirror_*`` settings.
+    Changes are made as root, with the password found at ``root_password_pillar``.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": f"index {name} is as declared"}
     wanted = {
@@ -72,14 +94,15 @@ def present(
         if not ret["changes"]:
             return ret
         if __opts__["test"]:
+            _check_root(root_password_pillar, url)
             return {
                 **ret,
                 "result": None,
                 "comment": f"index {name} would be {'created' if current is None else 'changed'}",
             }
-        __salt__["sentry_admin.index_set"](name, url=url, **wanted)
+        __salt__["sentry_admin.index_set"](name, url=url, root_password=_root_password(root_password_pillar), **wanted)
     except (CommandExecutionError, KeyError) as exc:
-        return _failed(ret, exc)
+        return _failed(ret, exc, url)
     ret["comment"] = f"index {name} {'created' if current is None else 'changed'}"
     return ret
 
@@ -101,7 +124,7 @@ def bases_exist(name: str, indexes: dict[str, list[str]] | None = None, url: str
                 if __salt__["sentry_admin.index_get"](base, url=url) is None
             ]
     except (CommandExecutionError, KeyError) as exc:
-        return _failed(ret, exc)
+        return _failed(ret, exc, url)
     if missing:
         ret["result"] = False
         ret["comment"] = (
@@ -111,14 +134,21 @@ def bases_exist(name: str, indexes: dict[str, list[str]] | None = None, url: str
     return ret
 
 
-def absent(name: str, url: str | None = None) -> dict:
+def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_PILLAR) -> dict:
     """
     Ensure the index ``name`` (``user/index``) does not exist (its files go with it).
+
+    It is deleted as root, with the password found at ``root_password_pillar``.
     """
+    root_password = _root_password(root_password_pillar)
     return __utils__["sentry_state.absent"](
         "index",
         name,
         lambda: __salt__["sentry_admin.index_get"](name, url=url),
-        lambda: __salt__["sentry_admin.index_delete"](name, url=url),
-        __opts__["test"],
+        lambda: __salt__["sentry_admin.index_delete"](name, url=url, root_password=root_password),
+        test=__opts__["test"],
+        root_password=root_password,
+        root_key=root_password_pillar,
+        start_planned=_start_planned(),
+        url=url,
     )

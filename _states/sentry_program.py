@@ -9,13 +9,16 @@ It speaks supervisor's XML-RPC API on its unix socket through
     sentry-supervisor-program-running:
       sentry_program.running:
         - name: sentry-server
+        - conf_file: /etc/supervisor/conf.d/sentry-server.conf
         - ready_url: http://127.0.0.1:3141/+api
         - watch:
+          - file: sentry-supervisor-program-file
           - pkg: sentry-package-installed
 
 A changed program file is applied like ``supervisorctl update NAME`` (which
 restarts the program once); a watched state with changes restarts it, unless
-this run already did.
+this run already did. A dry run (``test=True``) changes nothing, not even
+what supervisor has read.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __virtualname__ = "sentry_program"
 
 DEFAULT_SOCKET = "/var/run/supervisor.sock"
 RESTARTED = "sentry_program.restarted"
+PLANNED_STARTS = "sentry_program.planned_starts"
 
 
 def __virtual__():
@@ -49,13 +53,36 @@ def _running(api, name: str) -> bool:
 
 
 def _pending_config(api, name: str) -> str | None:
-    """'added' or 'changed' when supervisor has not loaded the program file as it is now."""
+    """'added' or 'changed' when supervisor has not loaded the program file as it is now (it re-reads its files)."""
     [[added, changed, _removed]] = api.reloadConfig()
     if name in added:
         return "added"
     if name in changed:
         return "changed"
     return None
+
+
+def _pending_config_unread(api, name: str, conf_file: str) -> str | None:
+    """What _pending_config would say, without reloadConfig, for a dry run: reloadConfig has
+    supervisor re-read all its files and keep what it found (getAllConfigInfo and `supervisorctl
+    avail` show it), a change a dry run must not make.
+
+    Supervisor reads a program's file when it adds the program, and starts it right then: a file
+    written after the program's last start is one it has not loaded (file.managed writes a file
+    only to change it). Start times come in whole seconds.
+    """
+    if _state(api, name) == "ABSENT":
+        return "added"
+    try:
+        written = int(os.path.getmtime(conf_file))
+    except FileNotFoundError:
+        return None  # the file state would write it; a change then restarts the program through the watch
+    return "changed" if written > api.getProcessInfo(name)["start"] else None
+
+
+def _plan_start(name: str) -> None:
+    """Record that a dry run would (re)start ``name``: sentry_user and sentry_index read it."""
+    __context__[PLANNED_STARTS] = __context__.get(PLANNED_STARTS, set()) | {name}
 
 
 def _apply_config(api, name: str, pending: str) -> None:
@@ -95,13 +122,19 @@ def _wait_until_ready(api, name: str, url: str | None, timeout: float) -> str | 
 
 
 def running(
-    name: str, ready_url: str | None = None, ready_timeout: float = 120, socket_path: str = DEFAULT_SOCKET
+    name: str,
+    conf_file: str,
+    ready_url: str | None = None,
+    ready_timeout: float = 120,
+    socket_path: str = DEFAULT_SOCKET,
 ) -> dict:
     """
     Ensure the supervisor program ``name`` is loaded as its file says and RUNNING.
 
     name
         The program name (``[program:NAME]``).
+    conf_file
+        The program's file, which a dry run compares with what supervisor runs.
     ready_url
         An http URL that must answer (status below 500) before the state succeeds.
     ready_timeout
@@ -113,10 +146,11 @@ def running(
     try:
         # In test mode supervisor may not even be installed yet: ask once, never wait.
         api = _connect(socket_path, wait=0 if __opts__["test"] else 30)
-        pending = _pending_config(api, name)
+        pending = _pending_config_unread(api, name, conf_file) if __opts__["test"] else _pending_config(api, name)
         state = _state(api, name)
     except (RuntimeError, xmlrpc.client.Error) as exc:
         if __opts__["test"]:
+            _plan_start(name)
             return {
                 **ret,
                 "result": None,
@@ -133,6 +167,7 @@ def running(
         ret["comment"] = f"{name} is running with its current configuration"
         return ret
     if __opts__["test"]:
+        _plan_start(name)
         return {**ret, "result": None, "comment": f"{name} would be {'updated' if pending else 'started'}"}
 
     try:
@@ -160,6 +195,7 @@ def mod_watch(
         ret["comment"] = f"{name} was already restarted in this run"
         return ret
     if __opts__["test"]:
+        _plan_start(name)
         return {**ret, "result": None, "comment": f"{name} would be restarted"}
     try:
         api = _connect(socket_path, wait=30)

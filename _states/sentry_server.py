@@ -73,13 +73,13 @@ def initialised(
     if os.path.exists(os.path.join(name, ".nodeinfo")):
         return ret
     role = "replica" if master_url else "master"
-    ret["changes"] = {"initialised": {"old": None, "new": role}}
-    if __opts__["test"]:
-        return {**ret, "result": None, "comment": f"{name} would be initialised as a {role}"}
     # Straight from the pillar: pillar.get masks secrets in Salt 3008 (and has no 'unmask' before).
     password = None if master_url else salt.utils.data.traverse_dict_and_list(__pillar__, root_password_pillar, "")
     if not master_url and not password:
-        return {**ret, "changes": {}, "result": False, "comment": f"pillar {root_password_pillar} is empty"}
+        return {**ret, "result": False, "comment": f"pillar {root_password_pillar} is empty"}
+    ret["changes"] = {"initialised": {"old": None, "new": role}}
+    if __opts__["test"]:
+        return {**ret, "result": None, "comment": f"{name} would be initialised as a {role}"}
     initialise = _data("initialise")
     if initialise is None:
         return {**ret, "changes": {}, "result": False, "comment": "the sentry package is not installed"}

@@ -9,7 +9,9 @@
         - password_pillar: sentry:bootstrap:users:alice:password
 
 The password is read from pillar by the state: it never appears in the
-rendered SLS, the state's arguments or its output.
+rendered SLS, the state's arguments or its output. So is root's, which
+changes are made with (``root_password_pillar``); a dry run checks that root
+can log in with it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,21 @@ from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "sentry_user"
 
+ROOT_PILLAR = "sentry:server:root_password"  # where root's password is read from
+PLANNED_STARTS = "sentry_program.planned_starts"  # in __context__: programs a dry run would (re)start
+
 
 def __virtual__():
     return __virtualname__
 
 
-def _failed(ret: dict, exc: Exception) -> dict:
-    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"])
+def _start_planned() -> bool:
+    """Whether a dry run of this run would (re)start the server (sentry_program records it)."""
+    return bool(__context__.get(PLANNED_STARTS))
+
+
+def _failed(ret: dict, exc: Exception, url: str | None) -> dict:
+    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"], _start_planned(), url)
 
 
 def _password(pillar_key: str | None) -> str | None:
@@ -34,9 +44,21 @@ def _password(pillar_key: str | None) -> str | None:
     return salt.utils.data.traverse_dict_and_list(__pillar__, pillar_key, None) or None
 
 
-def present(name: str, password_pillar: str | None = None, email: str | None = None, url: str | None = None) -> dict:
+def _check_root(root_password_pillar: str, url: str | None) -> None:
+    __utils__["sentry_state.check_root"](_password(root_password_pillar), root_password_pillar, url)
+
+
+def present(
+    name: str,
+    password_pillar: str | None = None,
+    email: str | None = None,
+    url: str | None = None,
+    root_password_pillar: str = ROOT_PILLAR,
+) -> dict:
     """
     Ensure the user ``name`` exists with the password found at ``password_pillar`` and ``email``.
+
+    Changes are made as root, with the password found at ``root_password_pillar``.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": f"user {name} is as declared"}
     password = _password(password_pillar)
@@ -60,6 +82,7 @@ def present(name: str, password_pillar: str | None = None, email: str | None = N
         if not ret["changes"]:
             return ret
         if __opts__["test"]:
+            _check_root(root_password_pillar, url)
             return {
                 **ret,
                 "result": None,
@@ -70,21 +93,29 @@ def present(name: str, password_pillar: str | None = None, email: str | None = N
             password=password if (current is None or "password" in ret["changes"]) else None,
             email=email,
             url=url,
+            root_password=_password(root_password_pillar),
         )
     except (CommandExecutionError, KeyError) as exc:
-        return _failed(ret, exc)
+        return _failed(ret, exc, url)
     ret["comment"] = f"user {name} {'created' if current is None else 'changed'}"
     return ret
 
 
-def absent(name: str, url: str | None = None) -> dict:
+def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_PILLAR) -> dict:
     """
     Ensure the user ``name`` does not exist (its indexes and files go with it).
+
+    It is deleted as root, with the password found at ``root_password_pillar``.
     """
+    root_password = _password(root_password_pillar)
     return __utils__["sentry_state.absent"](
         "user",
         name,
         lambda: __salt__["sentry_admin.user_get"](name, url=url),
-        lambda: __salt__["sentry_admin.user_delete"](name, url=url),
-        __opts__["test"],
+        lambda: __salt__["sentry_admin.user_delete"](name, url=url, root_password=root_password),
+        test=__opts__["test"],
+        root_password=root_password,
+        root_key=root_password_pillar,
+        start_planned=_start_planned(),
+        url=url,
     )

@@ -79,7 +79,10 @@ def fresh_context(loaders):
 
 
 def write_program(folder: Path, seconds: int) -> None:
-    (folder / "conf.d" / "sleeper.conf").write_text(PROGRAM.format(seconds=seconds))
+    """Write the program file as file.managed does: only a new content."""
+    conf, content = folder / "conf.d" / "sleeper.conf", PROGRAM.format(seconds=seconds)
+    if not conf.exists() or conf.read_text() != content:
+        conf.write_text(content)
 
 
 def pid(folder: Path) -> str:
@@ -91,7 +94,19 @@ def pid(folder: Path) -> str:
 
 def running(loaders, folder: Path, **kwargs):
     kwargs.setdefault("ready_timeout", 20)
-    return loaders.states.sentry_program.running(name="sleeper", socket_path=str(folder / "supervisor.sock"), **kwargs)
+    return loaders.states.sentry_program.running(
+        name="sleeper",
+        conf_file=str(folder / "conf.d" / "sleeper.conf"),
+        socket_path=str(folder / "supervisor.sock"),
+        **kwargs,
+    )
+
+
+def loaded_command(loaders, folder: Path) -> str:
+    """The command supervisor has read for the program (what reloadConfig would replace)."""
+    api = loaders.utils["sentry_supervisor.connect"](str(folder / "supervisor.sock"))
+    (config,) = [c for c in api.getAllConfigInfo() if c["name"] == "sleeper"]
+    return config["command"]
 
 
 def test_a_new_program_is_added_and_started_then_left_alone(loaders, supervisor_dir):
@@ -110,11 +125,14 @@ def test_test_mode_plans_a_changed_file_and_touches_nothing(loaders, supervisor_
     write_program(supervisor_dir, 1000)
     assert running(loaders, supervisor_dir).result is True
     before = pid(supervisor_dir)
+    assert running(loaders, supervisor_dir, test=True).changes == {}
+    time.sleep(1.1)  # supervisor tells start times in whole seconds
     write_program(supervisor_dir, 2000)
     planned = running(loaders, supervisor_dir, test=True)
     assert planned.result is None
     assert planned.changes == {"config": "changed"}
     assert pid(supervisor_dir) == before
+    assert loaded_command(loaders, supervisor_dir) == "/bin/sleep 1000"  # supervisor has not re-read its files
 
 
 def test_a_changed_file_restarts_the_program_once(loaders, supervisor_dir):
@@ -147,8 +165,10 @@ def test_absent_stops_and_forgets_the_program(loaders, supervisor_dir):
 
 
 def test_without_supervisor_test_mode_plans_and_real_mode_fails(loaders, tmp_path):
-    missing = str(tmp_path / "no.sock")
-    planned = loaders.states.sentry_program.running(name="sleeper", socket_path=missing, test=True)
+    missing, conf_file = str(tmp_path / "no.sock"), str(tmp_path / "sleeper.conf")
+    planned = loaders.states.sentry_program.running(name="sleeper", conf_file=conf_file, socket_path=missing, test=True)
     assert planned.result is None
-    failed = loaders.states.sentry_program.running(name="sleeper", socket_path=missing, ready_timeout=1)
+    failed = loaders.states.sentry_program.running(
+        name="sleeper", conf_file=conf_file, socket_path=missing, ready_timeout=1
+    )
     assert failed.result is False and "supervisord does not answer" in failed.comment

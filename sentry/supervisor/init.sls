@@ -2,6 +2,7 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
 {%- set supervisor, program = sentry.supervisor, sentry.server.program %}
+{%- set conf_file = supervisor.confdir ~ "/" ~ program ~ ".conf" %}
 
 include:
   - {{ tplroot }}.package
@@ -50,7 +51,7 @@ sentry-supervisor-service:
 {#- supervisord (root) reads it; the service group may, no one else. #}
 sentry-supervisor-program-file:
   file.managed:
-    - name: {{ supervisor.confdir }}/{{ program }}.conf
+    - name: {{ conf_file }}
     - source: {{ sentry.derived.sources["supervisor-program.conf.jinja"] | json }}
     - template: jinja
     - context:
@@ -62,18 +63,21 @@ sentry-supervisor-program-file:
       - pkg: sentry-supervisor-package
       - group: sentry-user-group
 
+{#- The file is watched too: a dry run then plans the restart a changed file brings
+    (a real run applies the change itself and restarts once). #}
 sentry-supervisor-program-running:
   sentry_program.running:
     - name: {{ program }}
+    - conf_file: {{ conf_file }}
     - ready_url: {{ sentry.derived.server_url }}/+api
     - ready_timeout: {{ supervisor.ready_timeout }}
     - socket_path: {{ supervisor.socket }}
     - require:
       - sentry_service: sentry-supervisor-service
-      - file: sentry-supervisor-program-file
       - sentry_server: sentry-server-initialised
       - file: sentry-server-logdir
     - watch:
+      - file: sentry-supervisor-program-file
       - pkg: sentry-package-installed
       - sentry-server-secretfile
 {%- if sentry.theme.enabled %}
