@@ -340,7 +340,7 @@ def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], No
             __salt__["sentry_server.stop"](program)
         if state["backup"]:
             failed = __utils__["sentry_backups.put_back"](serverdir, state["backup"])
-            done.append(f"new data kept in {failed}, old data back in {serverdir}")
+            done.append((f"new data kept in {failed}, " if failed else "") + f"old data back in {serverdir}")
             state["backup"] = None
         if state["installed"] and __salt__["pkg.version"](package) != version:
             _install(package, version, refresh=False)

@@ -127,6 +127,7 @@ class Minion:
     def __init__(self, broken: set[str] = frozenset(), installed: str = "6.20.3-1") -> None:
         self.calls: list[str] = []
         self.broken, self.installed = broken, installed
+        self.put_back_left: str | None = "/srv/b/_data-failed-1"  # where put_back moved what stood there
 
     def function(self, name: str):
         def call(*args, **kwargs):
@@ -138,7 +139,7 @@ class Minion:
             if name == "pkg.install":
                 self.installed = kwargs.get("version")
             if name == "sentry_backups.put_back":
-                return "/srv/b/_data-failed-1"
+                return self.put_back_left
             return None
 
         return call
@@ -161,6 +162,9 @@ def test_a_rollback_undoes_only_what_was_changed():
     done = upgrade._roll_back(state(stopped=True, backup="/srv/b/_data-backup-1"), "6.14.0-1", CONFIG)
     assert done == "new data kept in /srv/b/_data-failed-1, old data back in /srv/b/data; server running"
     assert "pkg.install" not in minion.calls and "sentry_service.start" not in minion.calls
+    minion.put_back_left = None  # the failed attempt wrote nothing in the serverdir: no 'kept in None'
+    done = upgrade._roll_back(state(backup="/srv/b/_data-backup-2"), "6.14.0-1", CONFIG)
+    assert done == "old data back in /srv/b/data"
 
 
 def test_a_failed_rollback_names_only_the_backup_it_made():
