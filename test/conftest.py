@@ -167,12 +167,18 @@ def salt_factories_config(tmp_path_factory):
     return {"root_dir": tmp_path_factory.mktemp("salt-factories"), "slow_stop": False}
 
 
+def shared_with_hosts() -> tuple[str, ...]:
+    """This repository, and where its venv and build dir really lie when they are links (a git worktree's)."""
+    linked = [str(path.resolve()) for path in (REPO / ".venv", REPO / "build") if path.is_symlink()]
+    return (str(REPO), *linked)
+
+
 def new_host(name: str, *, kind: str = "systemd", **kwargs) -> TestHost:
     """A test host on a clean root of ``kind`` (see ``HOST_KINDS``) that also sees this repository.
 
     The repository brings the tooling venv and the built debs, wherever it lies.
     """
-    return TestHost(name, root=host_root(kind), shared=(str(REPO),), **kwargs)
+    return TestHost(name, root=host_root(kind), shared=shared_with_hosts(), **kwargs)
 
 
 def install_deb(host: TestHost, deb: Path) -> None:
