@@ -12,7 +12,7 @@ service user's home (``sentry_upgrade.last``).
 
 from __future__ import annotations
 
-import hashlib
+import concurrent.futures
 import json
 import logging
 import os
@@ -28,6 +28,7 @@ __virtualname__ = "sentry_upgrade"
 
 SERVER_BIN = "/usr/sbin/sentry-server"
 UPGRADE_LOG = "upgrades.jsonl"
+PAGE_FETCHERS = 8  # project pages the health check fetches at once
 
 
 def __virtual__():
@@ -53,61 +54,77 @@ def _install(package: str, version: str, refresh: bool) -> None:
         raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _expected(export_path: str) -> dict:
+    """What the export at ``export_path`` holds: the state a server imported from it must show."""
+    return __utils__["sentry_health.expected"](__salt__["sentry_data.read_export"](export_path), export_path)
 
 
-def _known_file(export_path: str, data: dict) -> dict | None:
-    """One release file of the export (``data``: its index): index, project and sha256, to download later."""
-    indexes = data.get("indexes", {})
-    for name in sorted(indexes):
-        for entry in indexes[name].get("files", []):
-            if entry.get("type") == "releasefile":
-                return {
-                    "index": name,
-                    "project": entry["projectname"] if "projectname" in entry else entry["project"],
-                    "basename": os.path.basename(entry["relpath"]),
-                    "sha256": _sha256(os.path.join(export_path, entry["relpath"])),
-                }
-    return None
+def _server_state(base: str, expected: dict) -> dict:
+    """What the server at ``base`` holds, in sentry_health's shape: one request per index and per project."""
+
+    def get(path: str) -> dict:
+        return __utils__["sentry_api.get"](f"{base}/{urllib.parse.quote(path)}", f"GET {base}/{path}")
+
+    root = get("")
+    indexes = __utils__["sentry_health.stage_indexes"](expected, root)
+    listings = {index: get(index) for index in indexes}
+    wanted = [(index, project) for index in indexes for project in listings[index].get("projects", [])]
+    with concurrent.futures.ThreadPoolExecutor(PAGE_FETCHERS) as pool:
+        pages = list(pool.map(lambda key: get(f"{key[0]}/{key[1]}"), wanted))
+    return __utils__["sentry_health.actual"](root, listings, dict(zip(wanted, pages, strict=True)))
 
 
-def _download_sha256(base: str, known: dict) -> str:
-    """sha256 of ``known``'s file as the server at ``base`` hands it out."""
-    project = __utils__["sentry_api.get"](
-        f"{base}/{known['index']}/{known['project']}", f"project {known['project']} on {known['index']}"
-    )
-    for release in project.values():
-        for link in release.get("+links", []):
-            if link["href"].rsplit("/", 1)[-1] == known["basename"]:
-                return __utils__["sentry_api.file_sha256"](base, urllib.parse.urlsplit(link["href"]).path)
-    raise CommandExecutionError(f"{known['basename']} is not listed on {known['index']}")
-
-
-def _exported_names(data: dict) -> dict:
-    """The users and index names in an export's index: what the imported server must hold."""
-    return {"users": sorted(data.get("users", {})), "indexes": sorted(data.get("indexes", {}))}
-
-
-def _health_check(base: str, before: dict, exported: dict, imported: dict, known: dict | None) -> str:
-    """The freshly imported server holds what was exported (``before``: _exported_names); raises otherwise."""
-    if any(exported[key] != imported[key] for key in ("users", "indexes", "files")):
-        raise CommandExecutionError(f"the import holds other counts than the export: {imported} vs {exported}")
-    users = sorted(__salt__["sentry_admin.list_users"](url=base))
-    indexes = sorted(__salt__["sentry_admin.list_indexes"](url=base))
-    if users != before["users"] or indexes != before["indexes"]:
+def _check(
+    config: dict, expected: dict, export_path: str, url: str | None = None, serverdir: str | None = None
+) -> dict:
+    """The server (``url``, default the instance's) and its serverdir hold what ``expected`` says; raises naming
+    every difference otherwise."""
+    started, base = time.monotonic(), (url or config["url"]).rstrip("/")
+    problems, fsck = [], {"files": None, "seconds": None}
+    try:
+        fsck = __salt__["sentry_data.fsck"](serverdir=serverdir, instance=config["program"])
+    except CommandExecutionError as exc:
+        problems.append(str(exc))
+    problems += __utils__["sentry_health.differences"](expected, _server_state(base, expected))
+    if problems:
         raise CommandExecutionError(
-            f"users/indexes differ after the import: {users} {indexes}, exported {before['users']} {before['indexes']}"
+            f"{base} does not hold what {export_path} holds: {__utils__['sentry_health.summary'](problems)}"
         )
-    if known is None:
-        return "no release file to download"
-    if _download_sha256(base, known) != known["sha256"]:
-        raise CommandExecutionError(f"{known['basename']} downloads with another sha256 than it was exported with")
-    return f"{known['index']}/{known['basename']} downloads intact"
+    return {
+        **__utils__["sentry_health.counts"](expected),
+        "fsck_files": fsck["files"],
+        "fsck_seconds": fsck["seconds"],
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def health_check(
+    export_path: str, url: str | None = None, serverdir: str | None = None, instance: str | None = None
+) -> dict:
+    """
+    Check that the instance's server holds exactly what the export at
+    ``export_path`` holds, as the upgrade does after its import (and useful
+    after an import by hand): the same users with the same settings (secrets
+    aside), the same indexes with the same settings, every project and
+    version, and every release file (index, project, version, name) listed
+    with the hash it was exported with; and devpi-fsck finds every file on
+    disk with its checksum. ``url`` and ``serverdir`` check another server
+    than the instance's (say one started on a scratch import).
+
+    Returns what was checked (users, indexes, projects, files; files fsck
+    checked) and the seconds taken; raises naming each difference
+    ("user bob is missing", "index alice/dev: volatile is True, exported
+    False", "alice/dev: pkg-1.0-py3-none-any.whl has sha256 ... on the
+    server, ... in the export").
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt sentry-master sentry_upgrade.health_check /var/lib/sentry/export-20260101-120000
+    """
+    config = _settings(instance)
+    return _check(config, _expected(export_path), export_path, url=url, serverdir=serverdir)
 
 
 def _record(result: dict, home: str) -> None:
@@ -229,8 +246,8 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
     Upgrade a master (or standalone) server to package ``version`` the safe
     way: download it, stop the server and nginx, export, move the data to
     ``_data-backup-<timestamp>``, install the new version, import into a fresh
-    serverdir, start, and check that every user, index and release file is
-    there and a known file downloads intact, then start nginx.
+    serverdir, start, check its health (``health_check`` against the export
+    as it was right after the export), then start nginx.
 
     On any failure it rolls back what it changed: the failed serverdir goes to
     ``_data-failed-<timestamp>``, the backup comes back, the previous version
@@ -273,8 +290,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         _stop_writes_and_reads(attempt, config)
         attempt.step("export")
         exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
-        contents = __salt__["sentry_data.read_export"](exported["path"])
-        known, before = _known_file(exported["path"], contents), _exported_names(contents)
+        expected = _expected(exported["path"])  # read now: the export may change before the import reads it
         attempt.step("move data aside")
         _move_data_aside(attempt, config)
         attempt.step("install")
@@ -288,7 +304,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
         _start(config)
         attempt.step("health check")
-        checked = _health_check(config["url"], before, exported, imported, known)
+        checked = _check(config, expected, exported["path"])
         write_outage = round(time.monotonic() - down_at, 2)
         attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
         attempt.step("start nginx")
