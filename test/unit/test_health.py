@@ -47,6 +47,7 @@ FILES = [
     ("alice/dev", "foo-bar", "1.1", "foo_bar-1.1-py3-none-any.whl"),
     ("alice/dev", "foo-bar", "1.1", "foo_bar-1.1.tar.gz"),
     ("alice/prod", "baz", "2.0", "baz-2.0-py3-none-any.whl"),
+    ("alice/prod", "foo-bar", "2.0", "foo_bar-2.0-py3-none-any.whl"),  # alice/dev, its base, has 1.0 and 1.1
 ]
 
 
@@ -112,7 +113,11 @@ def server_of(files=FILES) -> dict:
 
 
 class Server:
-    """``sentry_api.get`` over canned answers; counts the requests."""
+    """``sentry_api.get`` over canned answers; counts the requests.
+
+    As devpi does, a project's page holds the versions of the index's bases
+    too, unless asked with ``?ignore_bases``.
+    """
 
     def __init__(self, answers: dict) -> None:
         self.answers, self.requests = answers, []
@@ -120,9 +125,15 @@ class Server:
     def get(self, url: str, what: str) -> dict:
         path = url.removeprefix(BASE + "/")
         self.requests.append(path)
+        path, _, query = path.partition("?")
         if path not in self.answers:
             raise CommandExecutionError(f"{what} failed (404): not found")
-        return copy.deepcopy(self.answers[path])
+        answer = copy.deepcopy(self.answers[path])
+        if path.count("/") == 2 and query != "ignore_bases":
+            index, project = path.rsplit("/", 1)
+            for base in INDEXES[index].get("bases", []):
+                answer = {**copy.deepcopy(self.answers.get(f"{base}/{project}", {})), **answer}
+        return answer
 
 
 def utils(server: Server) -> dict:
@@ -144,7 +155,14 @@ def test_the_check_asks_once_per_index_and_once_per_project():
     server = Server(server_of())
     upgrade.__utils__ = utils(server)
     upgrade._server_state(BASE, health.expected(export_of()))
-    assert sorted(server.requests) == ["", "alice/dev", "alice/dev/foo-bar", "alice/prod", "alice/prod/baz"]
+    assert sorted(server.requests) == [
+        "",
+        "alice/dev",
+        "alice/dev/foo-bar?ignore_bases",
+        "alice/prod",
+        "alice/prod/baz?ignore_bases",
+        "alice/prod/foo-bar?ignore_bases",
+    ]
 
 
 def test_secrets_and_mirror_contents_are_never_compared():
@@ -154,7 +172,7 @@ def test_secrets_and_mirror_contents_are_never_compared():
 
 
 def test_counts():
-    assert health.counts(health.expected(export_of())) == {"users": 3, "indexes": 3, "projects": 2, "files": 4}
+    assert health.counts(health.expected(export_of())) == {"users": 3, "indexes": 3, "projects": 3, "files": 5}
 
 
 def without_user(answers: dict, name: str) -> dict:
@@ -228,7 +246,9 @@ def test_a_file_missing_or_added_is_named():
 
 
 def test_a_missing_project_or_version_is_named():
-    assert found(export_of(), server_of(files=FILES[:3])) == ["alice/prod: project baz is missing"]
+    assert found(export_of(), server_of(files=[f for f in FILES if f[1] != "baz"])) == [
+        "alice/prod: project baz is missing"
+    ]
     answers = server_of()
     del answers["alice/dev/foo-bar"]["1.0"]
     assert found(export_of(), answers) == [
@@ -320,7 +340,7 @@ def test_health_check_returns_what_it_checked():
     Minion(export_of(), server_of()).install(upgrade)
     checked = upgrade.health_check("/var/lib/sentry/export-1")
     assert {key: checked[key] for key in ("users", "indexes", "projects", "files", "fsck_files")} == {
-        "users": 3, "indexes": 3, "projects": 2, "files": 4, "fsck_files": 4
+        "users": 3, "indexes": 3, "projects": 3, "files": 5, "fsck_files": 4
     }  # fmt: skip
 
 
