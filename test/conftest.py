@@ -20,7 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aptrepo import make_apt_repo
-from hosts import TestHost, TestHostError, remove_bridge
+from hosts import NAME_PREFIX, TestHost, TestHostError, remove_bridge
 
 REPO = Path(__file__).resolve().parent.parent
 PINS = REPO / "packaging" / "pins"
@@ -158,7 +158,9 @@ def old_sentry_deb() -> Path:
 @pytest.fixture(scope="session")
 def apt_repo(sentry_deb, old_sentry_deb) -> Path:
     """A flat apt repository of both debs (see aptrepo.py); hosts use it through ``use_apt_repo``."""
-    return make_apt_repo(REPO / "build" / "apt", [sentry_deb, old_sentry_deb])
+    # One per test run (SENTRY_TEST_PREFIX): runs sharing build/ do not remake each other's.
+    directory = REPO / "build" / ("apt-" + NAME_PREFIX if NAME_PREFIX else "apt")
+    return make_apt_repo(directory, [sentry_deb, old_sentry_deb])
 
 
 @pytest.fixture(scope="session")
@@ -214,18 +216,18 @@ def sentry_host(sentry_deb):
 
 
 class HostServer:
-    """A sentry-server process inside a test host, on loopback."""
+    """A sentry-server process inside a test host, on loopback; as ``user`` when given (else root)."""
 
-    def __init__(self, host: TestHost, serverdir: str, port: int, *extra: str) -> None:
-        self.host, self.serverdir, self.port, self.extra = host, serverdir, port, extra
+    def __init__(self, host: TestHost, serverdir: str, port: int, *extra: str, user: str | None = None) -> None:
+        self.host, self.serverdir, self.port, self.extra, self.user = host, serverdir, port, extra, user
         self.url = f"http://127.0.0.1:{port}"
         self.log = f"/tmp/sentry-server-{port}.log"
         self.pid: int | None = None
 
     def start(self) -> HostServer:
-        command = shlex.join(
-            ["sentry-server", "--serverdir", self.serverdir, "--port", str(self.port), "--offline-mode", *self.extra]
-        )
+        as_user = ["runuser", "-u", self.user, "--"] if self.user else []
+        server = ["sentry-server", "--serverdir", self.serverdir, "--port", str(self.port), "--offline-mode"]
+        command = shlex.join([*as_user, *server, *self.extra])
         started = self.host.sh(f"setsid {command} >{self.log} 2>&1 </dev/null & echo $!")
         self.pid = int(started.stdout.strip())
         try:
