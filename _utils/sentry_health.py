@@ -232,9 +232,17 @@ def summary(found: list[str], limit: int = SHOWN_DIFFERENCES) -> str:
     return shown + (f"; and {len(found) - limit} more" if len(found) > limit else "")
 
 
-FSCK_LINE = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL)\s+(?:\[[^\]]*\]|NOCTX)\s+(?P<message>.*)$")
+FSCK_ERROR = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL)\s+(?:\[[^\]]*\]|NOCTX)\s+(?P<message>.*)$")
+FSCK_EXCEPTION = re.compile(r"^(?:\w+Error|fatal): .*$")  # the storage it could not open, its last word
 
 
 def fsck_errors(output: str) -> list[str]:
-    """The errors devpi-fsck logged (a missing file, a checksum mismatch), without timestamps."""
-    return [match.group("message") for line in output.splitlines() if (match := FSCK_LINE.match(line.strip()))]
+    """What devpi-fsck said went wrong (a missing file, a checksum mismatch, storage it could not open), without
+    timestamps."""
+    found = []
+    for line in (line.strip() for line in output.splitlines()):
+        if match := FSCK_ERROR.match(line):
+            found.append(match.group("message"))
+        elif FSCK_EXCEPTION.match(line):
+            found.append(line)
+    return found

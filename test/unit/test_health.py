@@ -307,11 +307,29 @@ fatal: There have been errors during consistency check.
 """
 
 
+# devpi-server 6.14 with a file gone: its crash recovery fails before any check
+FSCK_STORAGE_OUTPUT = """\
+2026-11-26 05:39:12,886 INFO  NOCTX uuid: d8fc7c4bc8ea454e87562ee7e312a8fc
+2026-11-26 05:39:12,889 ERROR NOCTX Error while trying to initialize storage
+Traceback (most recent call last):
+  File ".../devpi_server/filestore_fs.py", line 87, in check_pending_renames
+    raise OSError("missing file %s" % dst)
+OSError: missing file /srv/a/+files/root/dev/+f/b74/c7cf1c4d057f5/foo-1.2-py3-none-any.whl
+ fatal: Couldn't initialize storage
+"""
+
+
 def test_fsck_errors_are_its_error_lines():
     assert health.fsck_errors(FSCK_OUTPUT) == [
         "alice/dev/+f/716/c630a36d22d81/Foo_Bar-1.0-py3-none-any.whl - sha256 mismatch",
         "Missing file alice/dev/+f/590/642d31550e648/foo_bar-1.1-py3-none-any.whl",
         "A total of 1 files are missing.",
+        "fatal: There have been errors during consistency check.",
+    ]
+    assert health.fsck_errors(FSCK_STORAGE_OUTPUT) == [
+        "Error while trying to initialize storage",
+        "OSError: missing file /srv/a/+files/root/dev/+f/b74/c7cf1c4d057f5/foo-1.2-py3-none-any.whl",
+        "fatal: Couldn't initialize storage",
     ]
 
 
