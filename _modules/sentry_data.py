@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 
@@ -318,50 +317,6 @@ def _refuse_over(journal: dict | None, serverdir: str) -> None:
     raise CommandExecutionError(
         f"{serverdir}: {what}; run 'salt-call sentry_data.recover' first (it puts that data back)"
     )
-
-
-def _run_fsck(user: str, serverdir: str) -> dict:
-    """``sentry-server --fsck`` as ``user``; devpi-fsck itself where the package's sentry-server predates --fsck."""
-    run = __salt__["cmd.run_all"]
-    options = {"python_shell": False, "output_loglevel": "quiet", "ignore_retcode": True}
-    result = run(["runuser", "-u", user, "--", SERVER_BIN, "--fsck", "--serverdir", serverdir], **options)
-    if result["retcode"] == 2 and "--fsck" in result["stderr"]:
-        fsck_bin = os.path.join(VENV_BIN, "devpi-fsck")
-        result = run(["runuser", "-u", user, "--", fsck_bin, "--serverdir", serverdir], **options)
-    return result
-
-
-def fsck(serverdir: str | None = None, instance: str | None = None) -> dict:
-    """
-    devpi's own consistency check (devpi-fsck) of the instance's serverdir, or
-    ``serverdir``, as the service user: every file the database lists is on
-    disk with the checksum it was stored with. It only reads, so the server
-    may run meanwhile. Returns the files checked and the seconds; raises
-    naming each missing or damaged file.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' sentry_data.fsck
-        salt '*' sentry_data.fsck serverdir=/var/lib/sentry/imported
-    """
-    started = time.monotonic()
-    config = _settings(instance)
-    serverdir = serverdir or config["serverdir"]
-    if not is_initialised(serverdir):
-        raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to check")
-    result = _run_fsck(config["user"], serverdir)
-    output = f"{result['stdout']}\n{result['stderr']}"
-    if result["retcode"] != 0:
-        errors = __utils__["sentry_health.fsck_errors"](output) or output.strip().splitlines()[-1:] or ["no output"]
-        raise CommandExecutionError(f"devpi-fsck of {serverdir} failed: {'; '.join(errors)}")
-    checked = re.search(r"Finished with a total of (\d+) files", output)
-    return {
-        "serverdir": serverdir,
-        "files": int(checked.group(1)) if checked else None,
-        "seconds": round(time.monotonic() - started, 2),
-    }
 
 
 def backups(instance: str | None = None) -> dict[str, list[str]]:

@@ -12,12 +12,10 @@ service user's home (``sentry_upgrade.last``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import os
 import time
-import urllib.parse
 from collections.abc import Callable
 
 from salt.exceptions import CommandExecutionError
@@ -28,7 +26,6 @@ __virtualname__ = "sentry_upgrade"
 
 SERVER_BIN = "/usr/sbin/sentry-server"
 UPGRADE_LOG = "upgrades.jsonl"
-PAGE_FETCHERS = 8  # project pages the health check fetches at once
 
 
 def __virtual__():
@@ -52,81 +49,6 @@ def _install(package: str, version: str, refresh: bool) -> None:
     installed = __salt__["pkg.version"](package)
     if installed != version:
         raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
-
-
-def _expected(export_path: str) -> dict:
-    """What the export at ``export_path`` holds: the state a server imported from it must show."""
-    return __utils__["sentry_health.expected"](__salt__["sentry_data.read_export"](export_path), export_path)
-
-
-def _server_state(base: str, expected: dict) -> dict:
-    """What the server at ``base`` holds, in sentry_health's shape: one request per index and per project."""
-    fetch = __utils__["sentry_api.get"]  # looked up here: Salt's dunders are empty in the pool's threads
-
-    def get(path: str, query: str = "") -> dict:
-        return fetch(f"{base}/{urllib.parse.quote(path)}{query}", f"GET {base}/{path}{query}")
-
-    root = get("")
-    indexes = __utils__["sentry_health.stage_indexes"](expected, root)
-    listings = {index: get(index) for index in indexes}
-    wanted = [(index, project) for index in indexes for project in listings[index].get("projects", [])]
-    with concurrent.futures.ThreadPoolExecutor(PAGE_FETCHERS) as pool:
-        # ignore_bases: the index's own versions, not those its bases add
-        pages = list(pool.map(lambda key: get(f"{key[0]}/{key[1]}", "?ignore_bases"), wanted))
-    return __utils__["sentry_health.actual"](root, listings, dict(zip(wanted, pages, strict=True)))
-
-
-def _check(
-    config: dict, expected: dict, export_path: str, url: str | None = None, serverdir: str | None = None
-) -> dict:
-    """The server (``url``, default the instance's) and its serverdir hold what ``expected`` says; raises naming
-    every difference otherwise."""
-    started, base = time.monotonic(), (url or config["url"]).rstrip("/")
-    problems, fsck = [], {"files": None, "seconds": None}
-    try:
-        fsck = __salt__["sentry_data.fsck"](serverdir=serverdir, instance=config["program"])
-    except CommandExecutionError as exc:
-        problems.append(str(exc))
-    problems += __utils__["sentry_health.differences"](expected, _server_state(base, expected))
-    if problems:
-        raise CommandExecutionError(
-            f"{base} does not hold what {export_path} holds: {__utils__['sentry_health.summary'](problems)}"
-        )
-    return {
-        **__utils__["sentry_health.counts"](expected),
-        "fsck_files": fsck["files"],
-        "fsck_seconds": fsck["seconds"],
-        "seconds": round(time.monotonic() - started, 2),
-    }
-
-
-def health_check(
-    export_path: str, url: str | None = None, serverdir: str | None = None, instance: str | None = None
-) -> dict:
-    """
-    Check that the instance's server holds exactly what the export at
-    ``export_path`` holds, as the upgrade does after its import (and useful
-    after an import by hand): the same users with the same settings (secrets
-    aside), the same indexes with the same settings, every project and
-    version, and every release file (index, project, version, name) listed
-    with the hash it was exported with; and devpi-fsck finds every file on
-    disk with its checksum. ``url`` and ``serverdir`` check another server
-    than the instance's (say one started on a scratch import).
-
-    Returns what was checked (users, indexes, projects, files; files fsck
-    checked) and the seconds taken; raises naming each difference
-    ("user bob is missing", "index alice/dev: volatile is True, exported
-    False", "alice/dev: pkg-1.0-py3-none-any.whl has sha256 ... on the
-    server, ... in the export").
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt sentry-master sentry_upgrade.health_check /var/lib/sentry/export-20260101-120000
-    """
-    config = _settings(instance)
-    return _check(config, _expected(export_path), export_path, url=url, serverdir=serverdir)
 
 
 def _record(result: dict, home: str) -> None:
@@ -248,8 +170,8 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
     Upgrade a master (or standalone) server to package ``version`` the safe
     way: download it, stop the server and nginx, export, move the data to
     ``_data-backup-<timestamp>``, install the new version, import into a fresh
-    serverdir, start, check its health (``health_check`` against the export
-    as it was right after the export), then start nginx.
+    serverdir, start, check its health (``sentry_health.check`` against the
+    export as it was right after the export), then start nginx.
 
     On any failure it rolls back what it changed: the failed serverdir goes to
     ``_data-failed-<timestamp>``, the backup comes back, the previous version
@@ -292,7 +214,8 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         _stop_writes_and_reads(attempt, config)
         attempt.step("export")
         exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
-        expected = _expected(exported["path"])  # read now: the export may change before the import reads it
+        # Read now: the export may change before the import reads it.
+        expected = __salt__["sentry_health.export_state"](exported["path"])
         attempt.step("move data aside")
         _move_data_aside(attempt, config)
         attempt.step("install")
@@ -306,7 +229,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
         _start(config)
         attempt.step("health check")
-        checked = _check(config, expected, exported["path"])
+        checked = __salt__["sentry_health.check"](exported["path"], instance=config["program"], expected=expected)
         write_outage = round(time.monotonic() - down_at, 2)
         attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
         attempt.step("start nginx")

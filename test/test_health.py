@@ -1,4 +1,4 @@
-"""``sentry_upgrade.health_check`` against real imports, and a real upgrade it makes roll back.
+"""``sentry_health.check`` (the upgrade's health check) against real imports, and a real upgrade it rolls back.
 
 A deployed host holds users, indexes with settings other than devpi's
 defaults and WHEELS uploaded release files; it is exported once. Each test
@@ -186,7 +186,7 @@ class Scratch:
 
     def check(self) -> subprocess.CompletedProcess:
         return self.salt.call(
-            "sentry_upgrade.health_check",
+            "sentry_health.check",
             EXPORT,
             f"url=http://127.0.0.1:{SCRATCH_PORT}",
             f"serverdir={self.serverdir}",

@@ -1,10 +1,10 @@
-"""The health check's comparison: an export's dataindex.json against what a server's JSON API answers.
+"""The health check: an export's dataindex.json against what a server's JSON API answers, and devpi-fsck.
 
 No root, no host, no server: the export and the server's answers are made
 here from one description, shaped as devpi 6.20 writes and answers them
 (checked against a real export); then the server's side is changed one way
-at a time, and the check must name exactly that. The real imports are in
-test_health.py.
+at a time, and the check must name exactly that. devpi-fsck's outcomes are
+its real output. The real imports are in test/test_health.py.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def load(path: str, name: str):
     return module
 
 
-health = load("_utils/sentry_health.py", "sentry_health_unit")
-upgrade = load("_modules/sentry_upgrade.py", "sentry_upgrade_health_unit")
+compare = load("_utils/sentry_compare.py", "sentry_compare_unit")
+health = load("_modules/sentry_health.py", "sentry_health_unit")
 
 BASE = "http://127.0.0.1:3141"
 USERS = {
@@ -62,7 +62,7 @@ def export_of(files=FILES) -> dict:
         if config_is_stage(index["indexconfig"]):
             index.update({"projects": {}, "files": []})
     for index, project, version, basename in files:
-        normal = health.normalize(project)
+        normal = compare.normalize(project)
         indexes[index]["projects"].setdefault(normal, {})[version] = {"name": project, "version": version}
         digest = sha256(basename)
         indexes[index]["files"].append(
@@ -96,7 +96,7 @@ def server_of(files=FILES) -> dict:
         if config_is_stage(config):
             answers[name] = {**config, "projects": []}
     for index, project, version, basename in files:
-        normal = health.normalize(project)
+        normal = compare.normalize(project)
         if normal not in answers[index]["projects"]:
             answers[index]["projects"].append(normal)
         page = answers.setdefault(f"{index}/{normal}", {})
@@ -137,14 +137,14 @@ class Server:
 
 
 def utils(server: Server) -> dict:
-    """__utils__ of a minion: sentry_health as it is, the API answered by ``server``."""
-    return {**{f"sentry_health.{name}": getattr(health, name) for name in dir(health)}, "sentry_api.get": server.get}
+    """__utils__ of a minion: sentry_compare as it is, the API answered by ``server``."""
+    return {**{f"sentry_compare.{name}": getattr(compare, name) for name in dir(compare)}, "sentry_api.get": server.get}
 
 
 def found(export: dict, answers: dict) -> list[str]:
     """What the comparison says of ``answers`` (a server) against ``export``."""
-    upgrade.__utils__ = utils(Server(answers))
-    return health.differences(health.expected(export), upgrade._server_state(BASE, health.expected(export)))
+    health.__utils__ = utils(Server(answers))
+    return compare.differences(compare.expected(export), health._server_state(BASE, compare.expected(export)))
 
 
 def test_the_same_state_differs_in_nothing():
@@ -153,8 +153,8 @@ def test_the_same_state_differs_in_nothing():
 
 def test_the_check_asks_once_per_index_and_once_per_project():
     server = Server(server_of())
-    upgrade.__utils__ = utils(server)
-    upgrade._server_state(BASE, health.expected(export_of()))
+    health.__utils__ = utils(server)
+    health._server_state(BASE, compare.expected(export_of()))
     assert sorted(server.requests) == [
         "",
         "alice/dev",
@@ -166,13 +166,13 @@ def test_the_check_asks_once_per_index_and_once_per_project():
 
 
 def test_secrets_and_mirror_contents_are_never_compared():
-    expected = health.expected(export_of())
+    expected = compare.expected(export_of())
     assert "pwhash" not in expected["users"]["alice"]
     assert "root/pypi" not in expected["projects"] and "root/pypi" in expected["indexes"]
 
 
 def test_counts():
-    assert health.counts(health.expected(export_of())) == {"users": 3, "indexes": 3, "projects": 3, "files": 5}
+    assert compare.counts(compare.expected(export_of())) == {"users": 3, "indexes": 3, "projects": 3, "files": 5}
 
 
 def without_user(answers: dict, name: str) -> dict:
@@ -267,8 +267,8 @@ def test_a_file_under_another_version_is_named():
 
 
 def test_hashes_compare_on_what_both_have():
-    assert health.hashes_of({"hash_spec": "md5=abc"}) == {"md5": "abc"}
-    assert health.hashes_of({"hashes": {"sha256": "x"}, "hash_spec": "sha256=x"}) == {"sha256": "x"}
+    assert compare.hashes_of({"hash_spec": "md5=abc"}) == {"md5": "abc"}
+    assert compare.hashes_of({"hashes": {"sha256": "x"}, "hash_spec": "sha256=x"}) == {"sha256": "x"}
     export = export_of()
     entry = export["indexes"]["alice/prod"]["files"][0]["entrymapping"]
     entry.pop("hashes")
@@ -284,14 +284,14 @@ def test_a_file_exported_without_hash_is_hashed_from_the_export(tmp_path):
     entry["entrymapping"] = {}
     (tmp_path / entry["relpath"]).parent.mkdir(parents=True)
     (tmp_path / entry["relpath"]).write_text("baz-2.0-py3-none-any.whl")
-    assert health.expected(export, str(tmp_path))["files"]["alice/prod"]["baz"]["baz-2.0-py3-none-any.whl"] == {
+    assert compare.expected(export, str(tmp_path))["files"]["alice/prod"]["baz"]["baz-2.0-py3-none-any.whl"] == {
         "version": "2.0",
         "hashes": {"sha256": sha256("baz-2.0-py3-none-any.whl")},
     }
 
 
 def test_a_long_list_is_cut_saying_how_many_more():
-    assert health.summary([f"user u{n} is missing" for n in range(30)], limit=2) == (
+    assert compare.summary([f"user u{n} is missing" for n in range(30)], limit=2) == (
         "user u0 is missing; user u1 is missing; and 28 more"
     )
 
@@ -320,56 +320,98 @@ OSError: missing file /srv/a/+files/root/dev/+f/b74/c7cf1c4d057f5/foo-1.2-py3-no
 
 
 def test_fsck_errors_are_its_error_lines():
-    assert health.fsck_errors(FSCK_OUTPUT) == [
+    assert compare.fsck_errors(FSCK_OUTPUT) == [
         "alice/dev/+f/716/c630a36d22d81/Foo_Bar-1.0-py3-none-any.whl - sha256 mismatch",
         "Missing file alice/dev/+f/590/642d31550e648/foo_bar-1.1-py3-none-any.whl",
         "A total of 1 files are missing.",
         "fatal: There have been errors during consistency check.",
     ]
-    assert health.fsck_errors(FSCK_STORAGE_OUTPUT) == [
+    assert compare.fsck_errors(FSCK_STORAGE_OUTPUT) == [
         "Error while trying to initialize storage",
         "OSError: missing file /srv/a/+files/root/dev/+f/b74/c7cf1c4d057f5/foo-1.2-py3-none-any.whl",
         "fatal: Couldn't initialize storage",
     ]
 
 
+FSCK_PASSED = """\
+2026-11-26 05:39:12,120 INFO  [Rtx4] Checking at serial 4
+2026-11-26 05:39:12,121 INFO  [Rtx4] Finished with a total of 5 files.
+checked /var/lib/sentry/data: every file is there with its checksum
+"""
+OLD_SENTRY_SERVER = "usage: sentry-server [-h] ...\nsentry-server: error: unrecognized arguments: --fsck\n"
+
+
 class Minion:
-    """__salt__ and __utils__ for health_check: an instance, an export, a server and an fsck outcome."""
+    """__salt__ and __utils__ for sentry_health: an instance, an export, a server, and what fsck answers.
 
-    def __init__(self, export: dict, answers: dict, fsck_error: str | None = None) -> None:
+    ``fsck_answers``: (retcode, stdout, stderr) of each command run, in turn.
+    """
+
+    def __init__(self, export: dict, answers: dict, fsck_answers=((0, FSCK_PASSED, ""),)) -> None:
         self.server = Server(answers)
-        self.export, self.fsck_error = export, fsck_error
+        self.export, self.fsck_answers, self.commands = export, list(fsck_answers), []
 
-    def fsck(self, serverdir=None, instance=None) -> dict:
-        if self.fsck_error:
-            raise CommandExecutionError(self.fsck_error)
-        return {"serverdir": serverdir or "/var/lib/sentry/data", "files": 4, "seconds": 0.5}
+    def run_all(self, argv: list[str], **options) -> dict:
+        self.commands.append(argv)
+        retcode, stdout, stderr = self.fsck_answers.pop(0)
+        return {"retcode": retcode, "stdout": stdout, "stderr": stderr}
 
     def install(self, module) -> None:
+        settings = {"program": "sentry-server", "url": BASE, "serverdir": "/var/lib/sentry/data", "user": "sentry"}
         module.__salt__ = {
-            "sentry_server.settings": lambda instance: {"program": "sentry-server", "url": BASE},
+            "sentry_server.settings": lambda instance: settings,
             "sentry_data.read_export": lambda path: copy.deepcopy(self.export),
-            "sentry_data.fsck": self.fsck,
+            "sentry_data.is_initialised": lambda serverdir: serverdir != "/srv/empty",
+            "cmd.run_all": self.run_all,
         }
         module.__utils__ = utils(self.server)
 
 
-def test_health_check_returns_what_it_checked():
-    Minion(export_of(), server_of()).install(upgrade)
-    checked = upgrade.health_check("/var/lib/sentry/export-1")
+def test_the_check_returns_what_it_checked():
+    minion = Minion(export_of(), server_of())
+    minion.install(health)
+    checked = health.check("/var/lib/sentry/export-1")
     assert {key: checked[key] for key in ("users", "indexes", "projects", "files", "fsck_files")} == {
-        "users": 3, "indexes": 3, "projects": 3, "files": 5, "fsck_files": 4
+        "users": 3, "indexes": 3, "projects": 3, "files": 5, "fsck_files": 5
     }  # fmt: skip
+    assert minion.commands == [
+        ["runuser", "-u", "sentry", "--", "/usr/sbin/sentry-server", "--fsck", "--serverdir", "/var/lib/sentry/data"]
+    ]
 
 
-def test_health_check_names_every_difference_and_fsck_in_one_error():
-    answers = without_user(server_of(), "bob")
-    Minion(export_of(), answers, fsck_error="devpi-fsck of /srv/x failed: Missing file a/b/+f/1/2/x.whl").install(
-        upgrade
-    )
+def test_the_check_names_every_difference_and_fsck_in_one_error():
+    minion = Minion(export_of(), without_user(server_of(), "bob"), fsck_answers=[(1, FSCK_OUTPUT, "")])
+    minion.install(health)
     with pytest.raises(CommandExecutionError) as failed:
-        upgrade.health_check("/var/lib/sentry/export-1", url=BASE + "/")
+        health.check("/var/lib/sentry/export-1", url=BASE + "/", serverdir="/srv/b")
     assert str(failed.value) == (
-        f"{BASE} does not hold what /var/lib/sentry/export-1 holds: "
-        "devpi-fsck of /srv/x failed: Missing file a/b/+f/1/2/x.whl; user bob is missing"
+        f"{BASE} does not hold what /var/lib/sentry/export-1 holds: devpi-fsck of /srv/b failed: "
+        + "; ".join(compare.fsck_errors(FSCK_OUTPUT))
+        + "; user bob is missing"
     )
+
+
+def test_the_check_compares_with_the_export_as_read_before():
+    """The upgrade reads the export right after exporting; what the export holds later does not count."""
+    read_before = compare.expected(export_of())
+    later = export_of()
+    del later["users"]["bob"]
+    Minion(later, without_user(server_of(), "bob")).install(health)
+    with pytest.raises(CommandExecutionError, match="user bob is missing"):
+        health.check("/var/lib/sentry/export-1", expected=read_before)
+
+
+def test_fsck_falls_back_on_devpi_fsck_under_a_sentry_server_without_it():
+    minion = Minion(export_of(), server_of(), fsck_answers=[(2, "", OLD_SENTRY_SERVER), (0, FSCK_PASSED, "")])
+    minion.install(health)
+    assert health.fsck()["files"] == 5
+    assert minion.commands[1] == [
+        "runuser", "-u", "sentry", "--", "/opt/virtualenvs/sentry/bin/devpi-fsck", "--serverdir",
+        "/var/lib/sentry/data",
+    ]  # fmt: skip
+
+
+def test_fsck_of_no_server_says_so():
+    Minion(export_of(), server_of()).install(health)
+    with pytest.raises(CommandExecutionError, match="/srv/empty holds no initialised server: nothing to check"):
+        health.fsck(serverdir="/srv/empty")

@@ -1,6 +1,6 @@
 """What an export promises and what a server holds, and every way the two differ.
 
-Pure functions over plain data, for ``sentry_upgrade.health_check``: the
+Pure functions over plain data, for ``sentry_health.check``: the
 expected state is read from an export's ``dataindex.json`` (what
 ``devpi-export`` writes), the actual one from the server's JSON API (``GET /``
 for users and indexes with their settings, ``GET /user/index`` for an index's
@@ -13,7 +13,7 @@ files with their hashes). Both come out in one shape::
      "files": {index: {project: {basename: {"version": v, "hashes": {algorithm: hexdigest}}}}}}
 
 Project names are normalised (PEP 503). Reached as
-``__utils__["sentry_health.expected"]`` and friends.
+``__utils__["sentry_compare.expected"]`` and friends.
 """
 
 from __future__ import annotations
