@@ -123,18 +123,14 @@ def actual(root: dict, listings: dict[str, dict], pages: dict[tuple[str, str], d
     return {"users": users, "indexes": indexes, "projects": projects, "files": files}
 
 
-def _show(value) -> str:
-    return repr(value)
-
-
 def _settings_differences(what: str, expected_settings: dict, actual_settings: dict) -> list[str]:
     """Each setting of the export that the server lacks or holds otherwise (newer defaults it adds are fine)."""
     found = []
     for key in sorted(expected_settings):
         if key not in actual_settings:
-            found.append(f"{what}: {key} is not set, exported {_show(expected_settings[key])}")
+            found.append(f"{what}: {key} is not set, exported {expected_settings[key]!r}")
         elif actual_settings[key] != expected_settings[key]:
-            found.append(f"{what}: {key} is {_show(actual_settings[key])}, exported {_show(expected_settings[key])}")
+            found.append(f"{what}: {key} is {actual_settings[key]!r}, exported {expected_settings[key]!r}")
     return found
 
 
