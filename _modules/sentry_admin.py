@@ -6,7 +6,9 @@ returned. The server is the instance's own (``sentry_server.settings``) unless
 
 Where the rest went: the instance itself (settings, status, version, start,
 stop) is ``sentry_server``'s; its data (initialise, export, import, backups)
-``sentry_data``'s; upgrades ``sentry_upgrade``'s. The names operators know
+``sentry_data``'s; upgrades ``sentry_upgrade``'s; whether a server holds
+what an export holds (the upgrade's health check, devpi-fsck)
+``sentry_health``'s. The names operators know
 here (``sentry_admin.status``, ``.version``, ``.export``, ``.import``,
 ``.backups``, ``.upgrade``, ``.upgrade_replica``, ``.wait_synced``,
 ``.last_upgrade``) still answer, handing over.

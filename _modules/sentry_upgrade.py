@@ -12,12 +12,10 @@ service user's home (``sentry_upgrade.last``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-import urllib.parse
 from collections.abc import Callable
 
 from salt.exceptions import CommandExecutionError
@@ -51,63 +49,6 @@ def _install(package: str, version: str, refresh: bool) -> None:
     installed = __salt__["pkg.version"](package)
     if installed != version:
         raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _known_file(export_path: str, data: dict) -> dict | None:
-    """One release file of the export (``data``: its index): index, project and sha256, to download later."""
-    indexes = data.get("indexes", {})
-    for name in sorted(indexes):
-        for entry in indexes[name].get("files", []):
-            if entry.get("type") == "releasefile":
-                return {
-                    "index": name,
-                    "project": entry["projectname"] if "projectname" in entry else entry["project"],
-                    "basename": os.path.basename(entry["relpath"]),
-                    "sha256": _sha256(os.path.join(export_path, entry["relpath"])),
-                }
-    return None
-
-
-def _download_sha256(base: str, known: dict) -> str:
-    """sha256 of ``known``'s file as the server at ``base`` hands it out."""
-    project = __utils__["sentry_api.get"](
-        f"{base}/{known['index']}/{known['project']}", f"project {known['project']} on {known['index']}"
-    )
-    for release in project.values():
-        for link in release.get("+links", []):
-            if link["href"].rsplit("/", 1)[-1] == known["basename"]:
-                return __utils__["sentry_api.file_sha256"](base, urllib.parse.urlsplit(link["href"]).path)
-    raise CommandExecutionError(f"{known['basename']} is not listed on {known['index']}")
-
-
-def _exported_names(data: dict) -> dict:
-    """The users and index names in an export's index: what the imported server must hold."""
-    return {"users": sorted(data.get("users", {})), "indexes": sorted(data.get("indexes", {}))}
-
-
-def _health_check(base: str, before: dict, exported: dict, imported: dict, known: dict | None) -> str:
-    """The freshly imported server holds what was exported (``before``: _exported_names); raises otherwise."""
-    if any(exported[key] != imported[key] for key in ("users", "indexes", "files")):
-        raise CommandExecutionError(f"the import holds other counts than the export: {imported} vs {exported}")
-    users = sorted(__salt__["sentry_admin.list_users"](url=base))
-    indexes = sorted(__salt__["sentry_admin.list_indexes"](url=base))
-    if users != before["users"] or indexes != before["indexes"]:
-        raise CommandExecutionError(
-            f"users/indexes differ after the import: {users} {indexes}, exported {before['users']} {before['indexes']}"
-        )
-    if known is None:
-        return "no release file to download"
-    if _download_sha256(base, known) != known["sha256"]:
-        raise CommandExecutionError(f"{known['basename']} downloads with another sha256 than it was exported with")
-    return f"{known['index']}/{known['basename']} downloads intact"
 
 
 def _record(result: dict, home: str) -> None:
@@ -229,8 +170,8 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
     Upgrade a master (or standalone) server to package ``version`` the safe
     way: download it, stop the server and nginx, export, move the data to
     ``_data-backup-<timestamp>``, install the new version, import into a fresh
-    serverdir, start, and check that every user, index and release file is
-    there and a known file downloads intact, then start nginx.
+    serverdir, start, check its health (``sentry_health.check`` against the
+    export as it was right after the export), then start nginx.
 
     On any failure it rolls back what it changed: the failed serverdir goes to
     ``_data-failed-<timestamp>``, the backup comes back, the previous version
@@ -273,8 +214,8 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         _stop_writes_and_reads(attempt, config)
         attempt.step("export")
         exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
-        contents = __salt__["sentry_data.read_export"](exported["path"])
-        known, before = _known_file(exported["path"], contents), _exported_names(contents)
+        # Read now: the export may change before the import reads it.
+        expected = __salt__["sentry_health.export_state"](exported["path"])
         attempt.step("move data aside")
         _move_data_aside(attempt, config)
         attempt.step("install")
@@ -288,7 +229,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
         _start(config)
         attempt.step("health check")
-        checked = _health_check(config["url"], before, exported, imported, known)
+        checked = __salt__["sentry_health.check"](exported["path"], instance=config["program"], expected=expected)
         write_outage = round(time.monotonic() - down_at, 2)
         attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
         attempt.step("start nginx")

@@ -8,7 +8,6 @@ CommandExecutionError saying so.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -101,18 +100,3 @@ def describe_status(base: str, result: dict) -> dict:
 def status(base: str) -> dict:
     """describe_status() of the server at ``base``; raises when it does not answer or answers an error."""
     return describe_status(base, get(f"{base}/+status", f"GET {base}/+status"))
-
-
-def file_sha256(base: str, path: str) -> str:
-    """sha256 of the file the server at ``base`` hands out at ``path`` (as its links give it), streamed."""
-    digest = hashlib.sha256()
-    url = base + path
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-    except urllib.error.HTTPError as exc:
-        raise CommandExecutionError(f"GET {url} answered {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CommandExecutionError(f"sentry at {url} does not answer: {exc}") from None
-    return digest.hexdigest()

@@ -216,18 +216,18 @@ def sentry_host(sentry_deb):
 
 
 class HostServer:
-    """A sentry-server process inside a test host, on loopback."""
+    """A sentry-server process inside a test host, on loopback; as ``user`` when given (else root)."""
 
-    def __init__(self, host: TestHost, serverdir: str, port: int, *extra: str) -> None:
-        self.host, self.serverdir, self.port, self.extra = host, serverdir, port, extra
+    def __init__(self, host: TestHost, serverdir: str, port: int, *extra: str, user: str | None = None) -> None:
+        self.host, self.serverdir, self.port, self.extra, self.user = host, serverdir, port, extra, user
         self.url = f"http://127.0.0.1:{port}"
         self.log = f"/tmp/sentry-server-{port}.log"
         self.pid: int | None = None
 
     def start(self) -> HostServer:
-        command = shlex.join(
-            ["sentry-server", "--serverdir", self.serverdir, "--port", str(self.port), "--offline-mode", *self.extra]
-        )
+        as_user = ["runuser", "-u", self.user, "--"] if self.user else []
+        server = ["sentry-server", "--serverdir", self.serverdir, "--port", str(self.port), "--offline-mode"]
+        command = shlex.join([*as_user, *server, *self.extra])
         started = self.host.sh(f"setsid {command} >{self.log} 2>&1 </dev/null & echo $!")
         self.pid = int(started.stdout.strip())
         try:

@@ -133,6 +133,8 @@ def test_venv_uses_debians_python_and_install_starts_nothing(sentry_host):
         (["--root-passwd-file", "/tmp/pw"], "--root-passwd-file only goes with --init"),
         (["--role", "replica"], "--role replica needs --master-url"),
         (["--export", "/tmp/x", "--", "--debug"], "arguments after '--' are for the server only"),
+        (["--fsck", "--import", "/tmp/x"], "not allowed with argument --fsck"),
+        (["--fsck", "--", "--debug"], "arguments after '--' are for the server only"),
     ],
 )
 def test_usage_errors_exit_2(sentry_host, argv, message):
@@ -228,6 +230,21 @@ def test_export_then_import_keeps_every_byte(populated, exported, probe_wheel):
         assert login_token(host, imported.url, "alice", ALICE_PASSWORD)
     finally:
         imported.stop()
+
+
+def test_fsck_checks_every_file_and_names_a_damaged_one(populated, exported):
+    host = populated.host
+    host.run(["sentry-server", "--serverdir", "/srv/checked", "--import", exported])
+    checked = host.run(["sentry-server", "--serverdir", "/srv/checked", "--fsck"])
+    assert "Finished with a total of 1 files" in checked.stdout + checked.stderr
+    (damaged,) = host.sh("find /srv/checked/+files -name '*.whl'").stdout.split()
+    host.sh(f"printf damaged >> {damaged}")
+    failed = host.run(["sentry-server", "--serverdir", "/srv/checked", "--fsck"], check=False)
+    assert failed.returncode == 1
+    assert f"{damaged.removeprefix('/srv/checked/+files/')} - sha256 mismatch" in failed.stdout + failed.stderr
+    nothing = host.run(["sentry-server", "--serverdir", "/srv/nothing", "--fsck"], check=False)
+    assert nothing.returncode == 1
+    assert "/srv/nothing holds no initialised server: nothing to check" in nothing.stderr
 
 
 # --- bad input: clear error, non-zero exit, nothing changed -----------------

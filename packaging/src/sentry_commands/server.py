@@ -7,6 +7,7 @@ interface operators know and maps each action onto the right one:
     sentry-server --init [--root-passwd-file F]              devpi-init
     sentry-server --export DIR                               devpi-export
     sentry-server --import DIR                               devpi-import
+    sentry-server --fsck                                     devpi-fsck
     sentry-server --gen-config                               devpi-gen-config
     sentry-server --version
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--init", action="store_true", help="initialise an empty serverdir")
     action.add_argument("--export", metavar="DIR", help="export all data into DIR (absent or empty)")
     action.add_argument("--import", dest="import_dir", metavar="DIR", help="import an export into a fresh serverdir")
+    action.add_argument(
+        "--fsck", action="store_true", help="check that every file in the database exists with its checksum"
+    )
     action.add_argument(
         "--gen-config",
         action="store_true",
@@ -116,7 +120,7 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
     """Reject flags that mean nothing (or something dangerous) with the chosen action."""
     exporting = args.export is not None
     importing = args.import_dir is not None
-    daemon = not (args.init or exporting or importing or args.gen_config or args.version)
+    daemon = not (args.init or exporting or importing or args.fsck or args.gen_config or args.version)
     if args.root_passwd_file and not args.init:
         parser.error("--root-passwd-file only goes with --init")
     if args.no_root_pypi and not (args.init or importing):
@@ -151,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             return export(args)
         if args.import_dir is not None:
             return import_(args)
+        if args.fsck:
+            return fsck(args)
         if args.gen_config:
             return gen_config(args, passthrough)
         return serve(args, passthrough)
@@ -353,6 +359,16 @@ def import_(args: argparse.Namespace) -> int:
         serverdir.rmdir()
     scratch.rename(serverdir)
     print(f"imported {source} into {serverdir}")
+    return 0
+
+
+def fsck(args: argparse.Namespace) -> int:
+    """devpi-fsck: every file the database lists is on disk with its checksum; exit 1 naming those that are not."""
+    serverdir = Path(args.serverdir)
+    if not is_initialised(serverdir):
+        raise Failure(f"{serverdir} holds no initialised server: nothing to check")
+    run_devpi("devpi-fsck", storage_args(args))
+    print(f"checked {serverdir}: every file is there with its checksum")
     return 0
 
 
