@@ -69,12 +69,18 @@ REPLICA_OVERRIDE = {
 
 
 def mirror_pillar(deb: Path, upstream: Upstream, **mirror) -> dict:
-    """root/pypi mirrors ``upstream``; alice's dev index builds on it, as most sites use a mirror."""
+    """root/pypi mirrors ``upstream``; alice's dev index builds on it, as most sites use a mirror.
+
+    With the upstream's project list (no_project_list false, not the default):
+    the mirror then knows an unknown project is unknown even with the upstream
+    gone, which several tests here show. The default is in
+    test_the_first_start_asks_nothing_of_devpis_default_upstream.
+    """
     return {
         "sentry": {
             "package": {"source": "deb", "deb": str(deb)},
             "server": {"root_password": ROOT_PASSWORD, "role": "primary"},
-            "mirror": {"url": upstream.url, **mirror},
+            "mirror": {"url": upstream.url, "no_project_list": False, **mirror},
             "bootstrap": {
                 "users": {"alice": {"password": ALICE_PASSWORD, "email": "alice@example.org"}},
                 "indexes": {"alice/dev": {"bases": ["root/pypi"], "acl_upload": ["alice"]}},
@@ -436,7 +442,9 @@ def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, ups
         assert answer(host, DEFAULT_MIRROR_URL)[0] == 200  # the server could reach it
         company = LogTail(upstream.host, f"{UPSTREAM_ROOT}/access.log")
 
-        first = MasterlessSalt(host, mirror_pillar(sentry_deb, upstream, no_project_list=True)).apply("sentry")
+        pillar = mirror_pillar(sentry_deb, upstream)
+        del pillar["sentry"]["mirror"]["no_project_list"]  # the default: true
+        first = MasterlessSalt(host, pillar).apply("sentry")
         assert first.succeeded, first.failed or first.errors
         # devpi-web asks a new mirror for its project names as soon as it sees the index.
         host.wait_for(
@@ -449,6 +457,10 @@ def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, ups
         assert json.loads(body)["result"]["mirror_url"] == upstream.url
         asked = [line for line in default.access_log().splitlines() if "devpi-server" in line]
         assert asked == [], "\n".join(asked)
+        assert " /simple/ " not in company.new()
+        # pip works the same without the list: a project's page is fetched when asked for.
+        installed = install(host, ROOT_PYPI, "python-dateutil", target="/tmp/without-list")
+        assert {name.split("-")[0] for name in installed.files} >= {"python_dateutil", "six"}, installed.files
         assert " /simple/ " not in company.new()
 
 
