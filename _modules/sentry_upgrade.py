@@ -45,9 +45,14 @@ def _fetch(package: str, version: str, refresh: bool) -> None:
     __salt__["pkg.install"](package, version=version, refresh=refresh, downloadonly=True)
 
 
-def _install(package: str, version: str, refresh: bool) -> None:
-    """Install exactly ``version`` of ``package`` (up or down) from the configured apt repositories."""
-    __salt__["pkg.install"](package, version=version, refresh=refresh)
+def _install(package: str, version: str, refresh: bool, back: bool = False) -> None:
+    """Install exactly ``version`` of ``package`` (up or down) from the configured apt repositories.
+
+    ``back``: a rollback, over whatever the failed install left. Salt lets apt downgrade only from a
+    version it lists as installed, and a release whose maintainer script failed is not listed (dpkg
+    holds it half-configured): apt's --force-yes then allows the downgrade.
+    """
+    __salt__["pkg.install"](package, version=version, refresh=refresh, **({"force_yes": True} if back else {}))
     installed = __salt__["pkg.version"](package)
     if installed != version:
         raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
@@ -264,10 +269,10 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
     if current["role"] != "master":
         raise CommandExecutionError(f"{config['url']} is a replica: upgrade it with sentry_upgrade.replica")
     attempt = _Attempt("upgrade", config, before_version, version)
-    attempt.step("download")
-    _fetch(package, version, refresh)
-    down_at = time.monotonic()
     try:
+        attempt.step("download")
+        _fetch(package, version, refresh)
+        down_at = time.monotonic()
         attempt.step("stop")
         attempt.begin()
         _stop_writes_and_reads(attempt, config)
@@ -335,25 +340,28 @@ def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], No
     ``settled`` runs once data and package are back, before anything starts (it ends the journal).
     """
     done, package, serverdir, program = [], config["package"], config["serverdir"], config["program"]
+    putting_back = bool(state["backup"] or state["installed"])
     try:
-        if state["stopped"]:
-            __salt__["sentry_server.stop"](program)
+        if state["stopped"] and putting_back:
+            __salt__["sentry_server.stop"](program)  # nothing serves while data and package go back
         if state["backup"]:
             failed = __utils__["sentry_backups.put_back"](serverdir, state["backup"])
             done.append((f"new data kept in {failed}, " if failed else "") + f"old data back in {serverdir}")
             state["backup"] = None
         if state["installed"] and __salt__["pkg.version"](package) != version:
-            _install(package, version, refresh=False)
+            _install(package, version, refresh=False, back=True)
             done.append(f"{package} {version} reinstalled")
         settled()
-        if state["stopped"]:
+        if state["stopped"] and not putting_back and _status(config)["up"]:
+            done.append("server still running")  # its stop did not take: nothing else had changed
+        elif state["stopped"]:
             _start(config)
             done.append("server running")
         if state["nginx_stopped"]:
             __salt__["sentry_service.start"](config["nginx_service"])
             done.append("nginx running")
     except Exception as exc:
-        by_hand = [f"stop {program}"] if state["stopped"] else []
+        by_hand = [f"stop {program}"] if state["stopped"] and putting_back else []
         if state["backup"]:
             by_hand.append(f"put {state['backup']} back at {serverdir}")
         if state["installed"]:
@@ -459,11 +467,11 @@ def replica(
     if before_version == version and current["up"] and _follows(current, master_):
         return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
     attempt = _Attempt("replica upgrade", config, before_version, version)
-    if before_version != version:
-        attempt.step("download")
-        _fetch(package, version, refresh)
-    down_at = time.monotonic()
     try:
+        if before_version != version:
+            attempt.step("download")
+            _fetch(package, version, refresh)
+        down_at = time.monotonic()
         attempt.step("stop")
         attempt.begin()
         attempt.mark(stopped=True)
