@@ -217,3 +217,51 @@ def test_the_old_release_goes_back_over_whatever_the_failed_install_left():
     done = upgrade._roll_back(state(stopped=True, installed=True), "6.14.0-1", CONFIG)
     assert done == "sentry 6.14.0-1 reinstalled; server running"
     assert minion.install_kwargs == {"version": "6.14.0-1", "refresh": False, "force_yes": True}
+
+
+# --- instances sharing the package ------------------------------------------------
+
+
+def shared_host(running: set[str], packages: dict[str, str]):
+    """A host with the instances of ``packages`` (program: package); those in ``running`` run."""
+    upgrade.__utils__ = {"sentry_settings.deployed": lambda: sorted(packages)}
+    upgrade.__salt__ = {
+        "sentry_server.settings": lambda name: {**CONFIG, "program": name, "package": packages[name]},
+        "sentry_server.running": lambda name: name in running,
+    }
+
+
+def test_an_upgrade_refuses_while_another_instance_runs_from_the_package():
+    shared_host({"sentry-b", "sentry-server", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry",
+                                                         "other": "sentry-ng", "stopped": "sentry"})  # fmt: skip
+    with pytest.raises(CommandExecutionError) as refused:
+        upgrade._refuse_shared_package(CONFIG, "6.20.3-1")
+    message = str(refused.value)
+    assert message.startswith("nothing was changed: sentry-server on this host run(s) from package sentry too")
+    assert "'sentry_data.export instance=NAME restart=False'" in message
+    assert "'sentry_upgrade.replica 6.20.3-1 instance=NAME'" in message
+
+
+def test_stopped_instances_and_other_packages_do_not_hold_an_upgrade_back():
+    shared_host({"sentry-b", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry", "other": "sentry-ng"})
+    upgrade._refuse_shared_package(CONFIG, "6.20.3-1")
+
+
+def test_last_is_the_instances_own(tmp_path):
+    log = tmp_path / upgrade.UPGRADE_LOG
+    log.write_text(
+        "\n".join(
+            json.dumps(entry)
+            for entry in (
+                {"changed": True, "version": {"new": "1"}},  # written before entries named their program
+                {"program": "sentry-b", "changed": True, "version": {"new": "2"}},
+                {"program": "sentry-server", "changed": False, "failed_step": "stop"},
+            )
+        )
+        + "\n"
+    )
+    programs = {"sentry-b": {**CONFIG, "home": str(tmp_path)}, "sentry-c": {**CONFIG, "program": "sentry-c",
+                                                                            "home": str(tmp_path)}}  # fmt: skip
+    upgrade.__salt__ = {"sentry_server.settings": lambda name: programs[name]}
+    assert upgrade.last("sentry-b")["version"] == {"new": "2"}
+    assert upgrade.last("sentry-c")["version"] == {"new": "1"}
