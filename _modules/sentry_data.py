@@ -168,6 +168,20 @@ def _stop_if_own(config: dict, serverdir: str, stop: bool) -> bool:
     return __salt__["sentry_server.stop"](config["program"])
 
 
+def _empty_partial(dest: str, config: dict) -> str:
+    """``DEST.incomplete``, empty and the service user's, made by root before anything stops: the user
+    writes the export into it without needing to write in DEST's parent (a mount point, /srv)."""
+    partial = dest.rstrip("/") + INCOMPLETE
+    try:
+        if os.path.exists(partial):
+            shutil.rmtree(partial)  # an earlier attempt's, never complete
+        os.mkdir(partial, 0o750)
+        shutil.chown(partial, config["user"], config["group"])
+    except OSError as exc:
+        raise CommandExecutionError(f"cannot make the export directory {partial}: {exc}") from None
+    return partial
+
+
 def export(
     dest: str | None = None,
     serverdir: str | None = None,
@@ -203,15 +217,17 @@ def export(
         raise CommandExecutionError(f"export destination {dest} exists and is not empty; choose another")
     if not is_initialised(serverdir):
         raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to export")
-    partial = dest.rstrip("/") + INCOMPLETE
-    if os.path.exists(partial):
-        shutil.rmtree(partial)  # an earlier attempt's, never complete
-    was_running = _stop_if_own(config, serverdir, stop)
+    partial = _empty_partial(dest, config)
+    was_running = False
     try:
+        was_running = _stop_if_own(config, serverdir, stop)
         _run_as(config["user"], [SERVER_BIN, "--serverdir", serverdir, "--export", partial])
         if os.path.isdir(dest):
             os.rmdir(dest)  # empty, checked above
         os.rename(partial, dest)
+    except Exception:
+        shutil.rmtree(partial, ignore_errors=True)  # never complete: it takes no room and looks like nothing
+        raise
     finally:
         if was_running and restart:
             __salt__["sentry_server.start"](config["program"])  # back in service when this returns

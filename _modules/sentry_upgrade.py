@@ -43,40 +43,54 @@ def _fetch(package: str, version: str, refresh: bool) -> None:
     __salt__["pkg.install"](package, version=version, refresh=refresh, downloadonly=True)
 
 
-def _install(package: str, version: str, refresh: bool) -> None:
-    """Install exactly ``version`` of ``package`` (up or down) from the configured apt repositories."""
-    __salt__["pkg.install"](package, version=version, refresh=refresh)
+def _install(package: str, version: str, refresh: bool, back: bool = False) -> None:
+    """Install exactly ``version`` of ``package`` (up or down) from the configured apt repositories.
+
+    ``back``: a rollback, over whatever the failed install left. Salt lets apt downgrade only from a
+    version it lists as installed, and a release whose maintainer script failed is not listed (dpkg
+    holds it half-configured): apt's --force-yes then allows the downgrade.
+    """
+    __salt__["pkg.install"](package, version=version, refresh=refresh, **({"force_yes": True} if back else {}))
     installed = __salt__["pkg.version"](package)
     if installed != version:
         raise CommandExecutionError(f"{package} {version} was asked for, {installed or 'nothing'} is installed")
 
 
-def _record(result: dict, home: str) -> None:
-    """Append the result to the upgrade log in the service user's home (read by last())."""
+def _record(result: dict, config: dict) -> None:
+    """Append the result, with the instance's program, to the upgrade log in the service user's home
+    (read by last()); instances of one user share the file."""
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "program": config["program"], **result}
     try:
-        with open(os.path.join(home, UPGRADE_LOG), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **result}) + "\n")
+        with open(os.path.join(config["home"], UPGRADE_LOG), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
     except OSError as exc:
-        log.warning("sentry_upgrade: could not record the upgrade in %s: %s", home, exc)
+        log.warning("sentry_upgrade: could not record the upgrade in %s: %s", config["home"], exc)
 
 
 def last(instance: str | None = None) -> dict | None:
     """
-    The last upgrade this minion went through (master or replica), with the
-    versions before and after, and the time the server was down.
+    The last upgrade the instance went through (master or replica), with the
+    versions before and after, and the time the server was down; None when
+    it never went through one.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' sentry_upgrade.last
+        salt '*' sentry_upgrade.last instance=sentry-b
     """
+    config = _settings(instance)
     try:
-        with open(os.path.join(_settings(instance)["home"], UPGRADE_LOG), encoding="utf-8") as handle:
+        with open(os.path.join(config["home"], UPGRADE_LOG), encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except FileNotFoundError:
         return None
-    return json.loads(lines[-1]) if lines else None
+    for line in reversed(lines):
+        entry = json.loads(line)
+        if entry.get("program", config["program"]) == config["program"]:  # entries before 'program' was kept
+            return entry
+    return None
 
 
 class _Steps:
@@ -165,6 +179,42 @@ def _start(config: dict) -> dict:
     return __salt__["sentry_server.start"](config["program"])
 
 
+def _sharing_and_running(config: dict) -> list[str]:
+    """The other instances on this host deployed from the same package whose program runs."""
+    return [
+        name
+        for name in __utils__["sentry_settings.deployed"]()
+        if name != config["program"]
+        and _settings(name)["package"] == config["package"]
+        and __salt__["sentry_server.running"](name)
+    ]
+
+
+def _refuse_shared_package(config: dict, version: str) -> None:
+    """Instances of one host share the package: installing ``version`` for one replaces the binaries of
+    all. Refuse while another one runs from it; its data would meet the new version without an export."""
+    others = _sharing_and_running(config)
+    if others:
+        raise CommandExecutionError(
+            f"nothing was changed: {', '.join(others)} on this host run(s) from package {config['package']} too, "
+            f"which the upgrade of {config['program']} to {version} would replace under it. Upgrade one instance "
+            "at a time with the others stopped: export a master first ('sentry_data.export instance=NAME "
+            "restart=False') and import that export after ('sentry_data.import EXPORT move_aside=True "
+            "instance=NAME', then 'sentry_server.start instance=NAME'); remake a replica after "
+            f"('sentry_upgrade.replica {version} instance=NAME')"
+        )
+
+
+def _check_master(config: dict, version: str) -> None:
+    """Raise, with nothing changed yet, unless the instance is a master that answers and may be upgraded."""
+    _refuse_shared_package(config, version)
+    current = _status(config)
+    if not current["up"]:
+        raise CommandExecutionError(f"nothing was changed: {current['error']}")
+    if current["role"] != "master":
+        raise CommandExecutionError(f"{config['url']} is a replica: upgrade it with sentry_upgrade.replica")
+
+
 def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, instance: str | None = None) -> dict:
     """
     Upgrade a master (or standalone) server to package ``version`` the safe
@@ -199,16 +249,12 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
     if before_version == version:
         __utils__["sentry_api.status"](config["url"])  # answers, or says why not
         return {"changed": False, "role": "master", "version": {"old": before_version, "new": version}}
-    current = _status(config)
-    if not current["up"]:
-        raise CommandExecutionError(f"nothing was changed: {current['error']}")
-    if current["role"] != "master":
-        raise CommandExecutionError(f"{config['url']} is a replica: upgrade it with sentry_upgrade.replica")
+    _check_master(config, version)
     attempt = _Attempt("upgrade", config, before_version, version)
-    attempt.step("download")
-    _fetch(package, version, refresh)
-    down_at = time.monotonic()
     try:
+        attempt.step("download")
+        _fetch(package, version, refresh)
+        down_at = time.monotonic()
         attempt.step("stop")
         attempt.begin()
         _stop_writes_and_reads(attempt, config)
@@ -238,7 +284,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         down = round(time.monotonic() - down_at, 2)
     except Exception as exc:  # whatever failed, the old server comes back
         rolled_back = _roll_back(attempt.changed, before_version, config, settled=attempt.end)
-        raise _give_up("master", version, attempt.steps.current, exc, rolled_back, config["home"]) from None
+        raise _give_up("master", version, attempt.steps.current, exc, rolled_back, config) from None
     attempt.end()
     result = {
         "changed": True,
@@ -253,16 +299,17 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         "steps": attempt.steps.done(),
         **({"recovered_first": recovered} if recovered else {}),
     }
-    _record(result, config["home"])
+    _record(result, config)
     return result
 
 
 def _give_up(
-    role: str, version: str, failed_step: str, exc: Exception, rolled_back: str, home: str
+    role: str, version: str, failed_step: str, exc: Exception, rolled_back: str, config: dict
 ) -> CommandExecutionError:
     """Record a failed, rolled back upgrade; the error to raise, naming its step."""
     _record(
-        {"changed": False, "role": role, "failed_step": failed_step, "error": str(exc), "rollback": rolled_back}, home
+        {"changed": False, "role": role, "failed_step": failed_step, "error": str(exc), "rollback": rolled_back},
+        config,
     )
     what = "upgrade" if role == "master" else "replica upgrade"
     return CommandExecutionError(
@@ -276,25 +323,28 @@ def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], No
     ``settled`` runs once data and package are back, before anything starts (it ends the journal).
     """
     done, package, serverdir, program = [], config["package"], config["serverdir"], config["program"]
+    putting_back = bool(state["backup"] or state["installed"])
     try:
-        if state["stopped"]:
-            __salt__["sentry_server.stop"](program)
+        if state["stopped"] and putting_back:
+            __salt__["sentry_server.stop"](program)  # nothing serves while data and package go back
         if state["backup"]:
             failed = __utils__["sentry_backups.put_back"](serverdir, state["backup"])
             done.append((f"new data kept in {failed}, " if failed else "") + f"old data back in {serverdir}")
             state["backup"] = None
         if state["installed"] and __salt__["pkg.version"](package) != version:
-            _install(package, version, refresh=False)
+            _install(package, version, refresh=False, back=True)
             done.append(f"{package} {version} reinstalled")
         settled()
-        if state["stopped"]:
+        if state["stopped"] and not putting_back and _status(config)["up"]:
+            done.append("server still running")  # its stop did not take: nothing else had changed
+        elif state["stopped"]:
             _start(config)
             done.append("server running")
         if state["nginx_stopped"]:
             __salt__["sentry_service.start"](config["nginx_service"])
             done.append("nginx running")
     except Exception as exc:
-        by_hand = [f"stop {program}"] if state["stopped"] else []
+        by_hand = [f"stop {program}"] if state["stopped"] and putting_back else []
         if state["backup"]:
             by_hand.append(f"put {state['backup']} back at {serverdir}")
         if state["installed"]:
@@ -399,12 +449,14 @@ def replica(
     current = _status(config)
     if before_version == version and current["up"] and _follows(current, master_):
         return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
-    attempt = _Attempt("replica upgrade", config, before_version, version)
     if before_version != version:
-        attempt.step("download")
-        _fetch(package, version, refresh)
-    down_at = time.monotonic()
+        _refuse_shared_package(config, version)
+    attempt = _Attempt("replica upgrade", config, before_version, version)
     try:
+        if before_version != version:
+            attempt.step("download")
+            _fetch(package, version, refresh)
+        down_at = time.monotonic()
         attempt.step("stop")
         attempt.begin()
         attempt.mark(stopped=True)
@@ -425,7 +477,7 @@ def replica(
         down = round(time.monotonic() - down_at, 2)
     except Exception as exc:  # whatever failed, the old replica comes back
         rolled_back = _roll_back(attempt.changed, before_version, config, settled=attempt.end)
-        raise _give_up("replica", version, attempt.steps.current, exc, rolled_back, config["home"]) from None
+        raise _give_up("replica", version, attempt.steps.current, exc, rolled_back, config) from None
     attempt.end()
     result = {
         "changed": True,
@@ -438,5 +490,5 @@ def replica(
         "steps": attempt.steps.done(),
         **({"recovered_first": recovered} if recovered else {}),
     }
-    _record(result, config["home"])
+    _record(result, config)
     return result

@@ -122,11 +122,14 @@ def test_steps_time_each_step_by_name():
 
 
 class Minion:
-    """__salt__ and __utils__ of a minion where ``broken`` functions raise; records the calls."""
+    """__salt__ and __utils__ of a minion where ``broken`` functions raise; records the calls.
 
-    def __init__(self, broken: set[str] = frozenset(), installed: str = "6.20.3-1") -> None:
+    ``answering``: whether the instance's server answers at its URL.
+    """
+
+    def __init__(self, broken: set[str] = frozenset(), installed: str = "6.20.3-1", answering: bool = False) -> None:
         self.calls: list[str] = []
-        self.broken, self.installed = broken, installed
+        self.broken, self.installed, self.answering = broken, installed, answering
         self.put_back_left: str | None = "/srv/b/_data-failed-1"  # where put_back moved what stood there
 
     def function(self, name: str):
@@ -138,8 +141,13 @@ class Minion:
                 return self.installed
             if name == "pkg.install":
                 self.installed = kwargs.get("version")
+                self.install_kwargs = kwargs
             if name == "sentry_backups.put_back":
                 return self.put_back_left
+            if name == "sentry_api.status":
+                if not self.answering:
+                    raise CommandExecutionError(f"sentry at {args[0]} does not answer")
+                return {"up": True, "url": args[0], "role": "master"}
             return None
 
         return call
@@ -147,7 +155,7 @@ class Minion:
     def install(self, module) -> None:
         names = ("sentry_server.stop", "sentry_server.start", "sentry_service.start", "pkg.version", "pkg.install")
         module.__salt__ = {name: self.function(name) for name in names}
-        module.__utils__ = {"sentry_backups.put_back": self.function("sentry_backups.put_back")}
+        module.__utils__ = {name: self.function(name) for name in ("sentry_backups.put_back", "sentry_api.status")}
 
 
 def state(**changed) -> dict:
@@ -174,7 +182,7 @@ def test_a_failed_rollback_names_only_the_backup_it_made():
         upgrade._roll_back(state(stopped=True, nginx_stopped=True), "6.14.0-1", CONFIG)
     message = str(failed.value)
     assert "_data-backup" not in message and "put " not in message, message
-    assert "by hand: stop sentry-b, start sentry-b, start nginx." in message
+    assert "by hand: start sentry-b, start nginx." in message  # nothing to put back: nothing to stop for
 
     minion = Minion(broken={"pkg.install"})
     minion.install(upgrade)
@@ -184,3 +192,76 @@ def test_a_failed_rollback_names_only_the_backup_it_made():
     assert "old data back in /srv/b/data" in message  # put back before the install broke
     assert "_data-backup-7" not in message.split("by hand:")[1]
     assert "install sentry=6.14.0-1" in message
+
+
+def test_after_a_failed_stop_the_rollback_stops_nothing():
+    """The stop step failed (supervisord gone, say): if the server still answers, nothing had changed."""
+    minion = Minion(broken={"sentry_server.stop"}, answering=True)
+    minion.install(upgrade)
+    assert upgrade._roll_back(state(stopped=True), "6.14.0-1", CONFIG) == "server still running"
+    assert minion.calls == ["sentry_api.status"]
+
+    minion = Minion(answering=False)  # it did stop: it is started again, and only that
+    minion.install(upgrade)
+    assert upgrade._roll_back(state(stopped=True, nginx_stopped=True), "6.14.0-1", CONFIG) == (
+        "server running; nginx running"
+    )
+    assert "sentry_server.stop" not in minion.calls and "pkg.install" not in minion.calls
+
+
+def test_the_old_release_goes_back_over_whatever_the_failed_install_left():
+    """A release whose postinst failed is half-configured: Salt does not list it, so only --force-yes
+    lets apt downgrade from it."""
+    minion = Minion(installed="6.99.0-1")
+    minion.install(upgrade)
+    done = upgrade._roll_back(state(stopped=True, installed=True), "6.14.0-1", CONFIG)
+    assert done == "sentry 6.14.0-1 reinstalled; server running"
+    assert minion.install_kwargs == {"version": "6.14.0-1", "refresh": False, "force_yes": True}
+
+
+# --- instances sharing the package ------------------------------------------------
+
+
+def shared_host(running: set[str], packages: dict[str, str]):
+    """A host with the instances of ``packages`` (program: package); those in ``running`` run."""
+    upgrade.__utils__ = {"sentry_settings.deployed": lambda: sorted(packages)}
+    upgrade.__salt__ = {
+        "sentry_server.settings": lambda name: {**CONFIG, "program": name, "package": packages[name]},
+        "sentry_server.running": lambda name: name in running,
+    }
+
+
+def test_an_upgrade_refuses_while_another_instance_runs_from_the_package():
+    shared_host({"sentry-b", "sentry-server", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry",
+                                                         "other": "sentry-ng", "stopped": "sentry"})  # fmt: skip
+    with pytest.raises(CommandExecutionError) as refused:
+        upgrade._refuse_shared_package(CONFIG, "6.20.3-1")
+    message = str(refused.value)
+    assert message.startswith("nothing was changed: sentry-server on this host run(s) from package sentry too")
+    assert "'sentry_data.export instance=NAME restart=False'" in message
+    assert "'sentry_upgrade.replica 6.20.3-1 instance=NAME'" in message
+
+
+def test_stopped_instances_and_other_packages_do_not_hold_an_upgrade_back():
+    shared_host({"sentry-b", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry", "other": "sentry-ng"})
+    upgrade._refuse_shared_package(CONFIG, "6.20.3-1")
+
+
+def test_last_is_the_instances_own(tmp_path):
+    log = tmp_path / upgrade.UPGRADE_LOG
+    log.write_text(
+        "\n".join(
+            json.dumps(entry)
+            for entry in (
+                {"changed": True, "version": {"new": "1"}},  # written before entries named their program
+                {"program": "sentry-b", "changed": True, "version": {"new": "2"}},
+                {"program": "sentry-server", "changed": False, "failed_step": "stop"},
+            )
+        )
+        + "\n"
+    )
+    programs = {"sentry-b": {**CONFIG, "home": str(tmp_path)}, "sentry-c": {**CONFIG, "program": "sentry-c",
+                                                                            "home": str(tmp_path)}}  # fmt: skip
+    upgrade.__salt__ = {"sentry_server.settings": lambda name: programs[name]}
+    assert upgrade.last("sentry-b")["version"] == {"new": "2"}
+    assert upgrade.last("sentry-c")["version"] == {"new": "1"}
