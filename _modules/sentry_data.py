@@ -397,4 +397,10 @@ def _put_back_from(journal: dict, config: dict) -> list[str]:
     if backup and os.path.isdir(backup):
         failed = __utils__["sentry_backups.put_back"](serverdir, backup)
         done.append(f"the data is back in {serverdir}" + (f"; what stood there is in {failed}" if failed else ""))
+    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir: kept
+    # where backups() shows it, as a failed attempt, and out of the way of the next import.
+    for scratch in __utils__["sentry_backups.import_scratch"](serverdir):
+        failed = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "failed")
+        os.rename(scratch, failed)
+        done.append(f"what the interrupted import had written is in {failed}")
     return done
