@@ -399,6 +399,23 @@ def recover(instance: str | None = None) -> dict:
     }
 
 
+def _dpkg_state(package: str) -> tuple[str, str]:
+    """('installed', version) when dpkg holds ``package`` complete; else its state (half-installed, ...)."""
+    result = __salt__["cmd.run_all"](
+        ["dpkg-query", "-W", "-f=${Status}\t${Version}", package],
+        python_shell=False,
+        output_loglevel="quiet",
+        ignore_retcode=True,
+    )
+    status, _, version = result["stdout"].partition("\t")
+    want, flag, state = ([*status.split(), "", "", ""])[:3]  # e.g. install reinstreq half-installed
+    if result["retcode"] != 0 or not state:
+        return "not-installed", ""
+    if want in ("install", "hold") and flag == "ok" and state == "installed":
+        return "installed", version
+    return status.strip(), version
+
+
 def _put_back_from(journal: dict, config: dict) -> list[str]:
     """The package version and the data the interrupted operation started from; what was done."""
     done, serverdir, package = [], config["serverdir"], config["package"]
@@ -406,11 +423,26 @@ def _put_back_from(journal: dict, config: dict) -> list[str]:
     if journal.get("installed") and version:
         # An interrupted dpkg must finish before anything else is installed.
         __salt__["cmd.run_all"](["dpkg", "--configure", "-a"], python_shell=False, output_loglevel="quiet")
-        if __salt__["pkg.version"](package) != version:
-            __salt__["pkg.install"](package, version=version, refresh=False)
+        # Killed while unpacking, dpkg leaves the package 'half-installed' (a mix of both versions' files)
+        # under the version it started from, which pkg.version counts as installed: ask dpkg itself.
+        if _dpkg_state(package) != ("installed", version):
+            __salt__["pkg.install"](package, version=version, refresh=False, reinstall=True)
+            status, now = _dpkg_state(package)
+            if (status, now) != ("installed", version):
+                raise CommandExecutionError(
+                    f"{package} {version} could not be reinstalled (dpkg says {status} {now or 'nothing'}); "
+                    f"run 'apt-get install --reinstall --allow-downgrades {package}={version}', "
+                    f"then 'salt-call sentry_data.recover' again"
+                )
             done.append(f"{package} {version} reinstalled")
     backup = journal.get("backup")
     if backup and os.path.isdir(backup):
         failed = __utils__["sentry_backups.put_back"](serverdir, backup)
         done.append(f"the data is back in {serverdir}" + (f"; what stood there is in {failed}" if failed else ""))
+    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir: kept
+    # where backups() shows it, as a failed attempt, and out of the way of the next import.
+    for scratch in __utils__["sentry_backups.import_scratch"](serverdir):
+        failed = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "failed")
+        os.rename(scratch, failed)
+        done.append(f"what the interrupted import had written is in {failed}")
     return done

@@ -51,6 +51,28 @@ def secret_present(name: str, user: str = "sentry") -> dict:
     return ret
 
 
+def not_interrupted(name: str) -> dict:
+    """
+    Succeed, changing nothing, unless an import or upgrade of the serverdir
+    ``name`` is running or has died there: its trail
+    ``<serverdir>.operation.json`` exists. Then fail, saying where the data is
+    and what to run. The states that install the package, initialise the
+    serverdir, start the server or start nginx require this one (see
+    sentry/server/guard.sls), so an apply never upgrades, serves or
+    initialises over data an interrupted operation set aside.
+
+    .. code-block:: yaml
+
+        sentry-server-no-interrupted-operation:
+          sentry_server.not_interrupted:
+            - name: /var/lib/sentry/data
+    """
+    journal = __utils__["sentry_journal.read"](name)
+    if journal is not None:
+        return {"name": name, "changes": {}, "result": False, "comment": _interrupted(name, journal)}
+    return {"name": name, "changes": {}, "result": True, "comment": f"no import or upgrade of {name} is pending"}
+
+
 def initialised(
     name: str,
     root_password_pillar: str | None = None,

@@ -48,6 +48,22 @@ def put_back(serverdir: str, backup: str) -> str | None:
     return failed
 
 
+def import_scratch(serverdir: str) -> list[str]:
+    """Where an import into ``serverdir`` was writing when it died: ``sentry-server --import`` fills a
+    scratch dir ``.<name>.import-*`` beside it and renames that into place only once complete."""
+    serverdir = os.path.abspath(serverdir).rstrip("/")
+    directory, prefix = os.path.dirname(serverdir), f".{os.path.basename(serverdir)}.import-"
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [
+        os.path.join(directory, name)
+        for name in names
+        if name.startswith(prefix) and os.path.isdir(os.path.join(directory, name))
+    ]
+
+
 def listing(directory: str) -> dict[str, list[str]]:
     """The paths of each kind in ``directory``, newest first (the names end in a timestamp)."""
     try:

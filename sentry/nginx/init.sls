@@ -33,6 +33,7 @@
 
 include:
   - {{ tplroot }}.user
+  - {{ tplroot }}.server.guard
   - {{ tplroot }}.nginx.default_site
 
 sentry-nginx-package:
@@ -86,6 +87,8 @@ sentry-nginx-service:
     - reload: true
     - require:
       - cmd: sentry-nginx-config-valid
+      {#- not started over what an interrupted import or upgrade left (an upgrade stops it) #}
+      - sentry_server: sentry-server-no-interrupted-operation
     - watch:
       - file: sentry-nginx-site-file
       - file: sentry-nginx-site-enabled

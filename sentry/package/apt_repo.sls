@@ -3,6 +3,9 @@
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
 {%- set apt_repo = sentry.package.apt_repo %}
 
+include:
+  - {{ tplroot }}.server.guard
+
 {%- if apt_repo.key_url %}
 sentry-package-apt-keyring:
   file.managed:
@@ -26,3 +29,5 @@ sentry-package-installed:
   pkg.installed:
     - name: {{ sentry.package.name }}
     - version: {{ sentry.package.version or "null" }}
+    - require:
+      - sentry_server: sentry-server-no-interrupted-operation

@@ -4,6 +4,9 @@
 {%- set package = sentry.package %}
 {%- set local_deb = package.deb %}
 
+include:
+  - {{ tplroot }}.server.guard
+
 {%- if not package.deb.startswith("/") %}
 {%- set local_deb = "/var/cache/sentry-formula/" ~ package.deb.split("/") | last %}
 sentry-package-deb-downloaded:
@@ -21,3 +24,5 @@ sentry-package-installed:
   pkg.installed:
     - sources:
       - {{ package.name }}: {{ local_deb }}
+    - require:
+      - sentry_server: sentry-server-no-interrupted-operation

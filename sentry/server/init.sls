@@ -67,5 +67,6 @@ sentry-server-initialised:
     - no_root_pypi: true
     - user: {{ user.name }}
     - require:
+      - sentry_server: sentry-server-no-interrupted-operation
       - pkg: sentry-package-installed
       - file: sentry-server-serverdir

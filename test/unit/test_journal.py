@@ -92,3 +92,30 @@ def test_put_back_undoes_a_move_at_any_point(serverdir, tmp_path):
     aside = backups.move_aside(serverdir, "backup")
     assert backups.put_back(serverdir, aside) is None
     assert sorted(os.listdir(tmp_path)) == ["_data-failed-" + failed.rsplit("_data-failed-", 1)[1], "data"]
+
+
+def test_a_killed_import_scratch_is_found_beside_its_own_serverdir_only(serverdir, tmp_path):
+    assert backups.import_scratch(serverdir) == []
+    scratch = tmp_path / ".data.import-abc123"
+    scratch.mkdir()
+    (tmp_path / ".other.import-def456").mkdir()  # another instance's
+    (tmp_path / ".data.import-file").write_text("not a dir")
+    assert backups.import_scratch(serverdir) == [str(scratch)]
+
+
+def test_the_package_serves_over_a_trail_only_while_the_operation_that_set_serve_lives(serverdir, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "packaging" / "src"))
+    server = load("packaging/src/sentry_commands/server.py", "sentry_server_command_unit")
+    assert server.interrupted_operation(Path(serverdir)) is None
+    journal.begin(serverdir, "upgrade")
+    assert "Not serving over it" in server.interrupted_operation(Path(serverdir))
+    journal.update(serverdir, serve=True)  # this process is the live upgrade that starts the server
+    assert server.interrupted_operation(Path(serverdir)) is None
+    # The same record once its owner died (kill -9): a restarted program must not serve the unchecked data.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    journal.update(serverdir, pid=int(dead.stdout), pid_start="0")
+    assert "Not serving over it" in server.interrupted_operation(Path(serverdir))
+    journal.update(serverdir, pid=os.getpid())  # a live process under a reused pid is not the owner either
+    assert "Not serving over it" in server.interrupted_operation(Path(serverdir))

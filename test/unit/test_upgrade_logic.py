@@ -265,3 +265,62 @@ def test_last_is_the_instances_own(tmp_path):
     upgrade.__salt__ = {"sentry_server.settings": lambda name: programs[name]}
     assert upgrade.last("sentry-b")["version"] == {"new": "2"}
     assert upgrade.last("sentry-c")["version"] == {"new": "1"}
+
+
+# --- recovering the package a killed dpkg left ----------------------------------------
+
+data = load("_modules/sentry_data.py", "sentry_data_unit")
+
+
+class Dpkg:
+    """dpkg-query's answers in turn, and pkg.install's calls."""
+
+    def __init__(self, *answers: tuple[str, int]) -> None:
+        self.answers, self.installs = list(answers), []
+
+    def install(self, module) -> None:
+        module.__salt__ = {
+            "cmd.run_all": self.run_all,
+            "pkg.install": lambda *args, **kwargs: self.installs.append((args, kwargs)),
+        }
+        module.__utils__ = {"sentry_backups.import_scratch": lambda serverdir: []}
+
+    def run_all(self, argv, **kwargs) -> dict:
+        if argv[0] != "dpkg-query":
+            return {"retcode": 0, "stdout": "", "stderr": ""}
+        stdout, code = self.answers.pop(0)
+        return {"retcode": code, "stdout": stdout, "stderr": ""}
+
+
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [
+        (("install ok installed\t6.14.0-1", 0), ("installed", "6.14.0-1")),
+        (("hold ok installed\t6.14.0-1", 0), ("installed", "6.14.0-1")),
+        # what a kill -9 of dpkg while it unpacks 6.20.3-1 over 6.14.0-1 leaves (pkg.version says 6.14.0-1)
+        (("install reinstreq half-installed\t6.14.0-1", 0), ("install reinstreq half-installed", "6.14.0-1")),
+        (("install ok half-configured\t6.20.3-1", 0), ("install ok half-configured", "6.20.3-1")),
+        (("", 1), ("not-installed", "")),
+    ],
+)
+def test_only_a_complete_package_counts_as_installed(answer, state):
+    Dpkg(answer).install(data)
+    assert data._dpkg_state("sentry") == state
+
+
+def test_recover_reinstalls_a_half_installed_package_at_the_version_it_started_from():
+    journal = {"installed": True, "version_before": "6.14.0-1", "backup": None}
+    dpkg = Dpkg(("install reinstreq half-installed\t6.14.0-1", 0), ("install ok installed\t6.14.0-1", 0))
+    dpkg.install(data)
+    assert data._put_back_from(journal, CONFIG) == ["sentry 6.14.0-1 reinstalled"]
+    assert dpkg.installs == [(("sentry",), {"version": "6.14.0-1", "refresh": False, "reinstall": True})]
+
+    dpkg = Dpkg(("install reinstreq half-installed\t6.14.0-1", 0), ("install reinstreq half-installed\t6.14.0-1", 0))
+    dpkg.install(data)
+    with pytest.raises(CommandExecutionError, match=r"apt-get install --reinstall --allow-downgrades sentry=6.14.0-1"):
+        data._put_back_from(journal, CONFIG)
+
+    dpkg = Dpkg(("install ok installed\t6.14.0-1", 0))
+    dpkg.install(data)
+    assert data._put_back_from(journal, CONFIG) == []
+    assert dpkg.installs == []

@@ -218,9 +218,29 @@ def run_devpi(name: str, arguments: list[str], cwd: str | None = None, quiet: bo
 # --- actions -------------------------------------------------------------
 
 
+def operation_alive(record: dict) -> bool:
+    """Whether the process that keeps the trail ``record`` still runs: the same process (its start time,
+    as the formula's sentry_journal records it), not another that got its pid after a crash."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19] == record.get("pid_start")
+    except (OSError, IndexError):
+        pass
+    try:  # /proc hides other users' processes (hidepid): only whether it exists can be told
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def interrupted_operation(serverdir: Path) -> str | None:
     """What an import or upgrade that has not ended says of ``serverdir`` (its trail beside it), unless it
-    started the server itself; None when the server may serve."""
+    started the server itself and still runs; None when the server may serve."""
     trail = serverdir.absolute().parent / (serverdir.absolute().name + OPERATION_SUFFIX)
     try:
         record = json.loads(trail.read_text())
@@ -228,7 +248,10 @@ def interrupted_operation(serverdir: Path) -> str | None:
         return None
     except (OSError, ValueError) as exc:
         return f"{trail} is unreadable ({exc})"
-    if record.get("serve"):
+    # 'serve' lets the upgrade start the server on the new data to check it. Once the upgrade is dead
+    # (kill -9, reboot) that data is unchecked and sentry_data.recover may roll it back: a supervisord
+    # restarting the program must not serve it (and take writes recover would set aside).
+    if record.get("serve") and operation_alive(record):
         return None
     return (
         f"an {record.get('operation', 'operation')} of {serverdir} has not ended (step {record.get('step')!r}, "
