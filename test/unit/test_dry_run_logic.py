@@ -7,25 +7,16 @@ up) runs the same against a deployed host.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import xmlrpc.client
-from pathlib import Path
 
 import pytest
 from salt.exceptions import CommandExecutionError
+from support.loading import load
 
-REPO = Path(__file__).resolve().parents[2]
 URL = "http://127.0.0.1:3141"
 ROOT_PASSWORD = "Unit-Root-pw-61"
 DORA_PASSWORD = "Unit-Dora-pw-67"
-
-
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 state_utils = load("_utils/sentry_state.py", "sentry_state_utils")

@@ -11,21 +11,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import pytest
 from salt.exceptions import CommandExecutionError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from support.loading import load
 
 compare = load("_utils/sentry_compare.py", "sentry_compare_unit")
 health = load("_modules/sentry_health.py", "sentry_health_unit")

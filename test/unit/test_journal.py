@@ -7,23 +7,13 @@ test_crash.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from support.loading import REPO, load
 
 journal = load("_utils/sentry_journal.py", "sentry_journal_unit")
 backups = load("_utils/sentry_backups.py", "sentry_backups_unit")

@@ -7,21 +7,9 @@ this way are in test_deploy and test_formula.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from salt.exceptions import CommandExecutionError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from support.loading import load
 
 service_module = load("_modules/sentry_service.py", "sentry_service_module")
 service_state = load("_states/sentry_service.py", "sentry_service_state")

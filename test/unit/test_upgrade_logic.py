@@ -7,22 +7,11 @@ message tells the operator to do by hand. The real upgrades are in test_upgrade.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from salt.exceptions import CommandExecutionError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from support.loading import load
 
 settings = load("_utils/sentry_settings.py", "sentry_settings_unit")
 api = load("_utils/sentry_api.py", "sentry_api_unit")
