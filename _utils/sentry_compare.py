@@ -134,13 +134,17 @@ def _settings_differences(what: str, expected_settings: dict, actual_settings: d
     return found
 
 
+def _missing_and_added(prefix: str, expected: dict, actual: dict) -> list[str]:
+    """What the export holds and the server lacks, then what the server holds beyond the export."""
+    found = [f"{prefix}{name} is missing" for name in sorted(set(expected) - set(actual))]
+    return found + [
+        f"{prefix}{name} is on the server but not in the export" for name in sorted(set(actual) - set(expected))
+    ]
+
+
 def _named_differences(kind: str, expected_named: dict, actual_named: dict) -> list[str]:
     """Users or indexes missing, added, or with other settings."""
-    found = [f"{kind} {name} is missing" for name in sorted(set(expected_named) - set(actual_named))]
-    found += [
-        f"{kind} {name} is on the server but not in the export"
-        for name in sorted(set(actual_named) - set(expected_named))
-    ]
+    found = _missing_and_added(f"{kind} ", expected_named, actual_named)
     for name in sorted(set(expected_named) & set(actual_named)):
         found += _settings_differences(f"{kind} {name}", expected_named[name], actual_named[name])
     return found
@@ -165,11 +169,7 @@ def _hash_difference(where: str, basename: str, expected_hashes: dict, actual_ha
 
 def _file_differences(where: str, expected_files: dict, actual_files: dict) -> list[str]:
     """Release files of one project: missing, added, under another version, or with another hash."""
-    found = [f"{where}: {name} is missing" for name in sorted(set(expected_files) - set(actual_files))]
-    found += [
-        f"{where}: {name} is on the server but not in the export"
-        for name in sorted(set(actual_files) - set(expected_files))
-    ]
+    found = _missing_and_added(f"{where}: ", expected_files, actual_files)
     for name in sorted(set(expected_files) & set(actual_files)):
         wanted, held = expected_files[name], actual_files[name]
         if wanted["version"] is not None and wanted["version"] != held["version"]:
