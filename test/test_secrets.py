@@ -118,8 +118,10 @@ def test_the_run_did_what_it_should(applied):
 
 
 def test_no_secret_in_any_command_line(applied):
-    assert len(applied["argv"]) > 50, "the sampler saw too little to prove anything"
-    assert any("sentry-server" in line for line in applied["argv"])
+    # The sampler proves something only if it caught the commands a secret could ride on.
+    for flag in ("--init", "--export", "--import", "--port"):
+        seen = [line for line in applied["argv"] if "sentry-server" in line and flag in line]
+        assert seen, f"the sampler never saw sentry-server {flag}"
     for what, value in secret_values(applied).items():
         assert not [line for line in applied["argv"] if value in line], what
 
