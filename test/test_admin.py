@@ -6,8 +6,11 @@ import json
 import shutil
 
 import pytest
-from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt, new_host, sentry_client
-from wheels import make_wheel
+from support.client import sentry_client
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION, REVISION
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

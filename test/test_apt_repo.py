@@ -1,15 +1,16 @@
 """sentry.package from an apt repository (package:source repo), pinned by package:version.
 
-The repository is the local one of the built debs (aptrepo.py): the host has
+The repository is the local one of the built debs (support/aptrepo.py): the host has
 no network. Going down to an older version matters for rolling back an upgrade.
 """
 
 from __future__ import annotations
 
 import pytest
-from aptrepo import use_apt_repo
-from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt
-from test_formula_package import installed_version
+from support.aptrepo import use_apt_repo
+from support.debs import installed_version
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION, REVISION
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ def test_version_pins_the_package_up_and_down(bare_host, apt_repo, old_sentry_de
     use_apt_repo(bare_host, apt_repo)
     salt = MasterlessSalt(bare_host, repo_pillar(old_version))
     before = ""
-    # Install the old one, upgrade, then downgrade (aptpkg adds --force-yes for that; see aptrepo.py).
+    # Install the old one, upgrade, then downgrade (aptpkg adds --force-yes for that; see support/aptrepo.py).
     for version in (old_version, NEW_VERSION, old_version):
         salt.set_pillar(repo_pillar(version))
         run = salt.apply("sentry.package")

@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from conftest import MasterlessSalt, new_host
-from test_formula import REPLICA_OVERRIDE, master_pillar
+from support.formula_pillars import REPLICA_OVERRIDE, master_pillar
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,8 @@
 """A master, two replicas and an nginx front, deployed by one salt-master with ``salt '*' state.apply``.
 
-Four test hosts on the bridge, each with a salt-minion (cluster.py): the
+Four test hosts on the bridge, each with a salt-minion (support/cluster.py): the
 master node and the replica nodes get ``sentry`` from the local apt repository
-(aptrepo.py), the front gets ``sentry.front``. Replicas follow the master
+(support/aptrepo.py), the front gets ``sentry.front``. Replicas follow the master
 through the master node's nginx. A wheel uploaded through the front reaches
 both replicas, installs through the front, and still downloads through it while
 the master node's nginx is stopped.
@@ -12,68 +12,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 from pathlib import Path
 
 import pytest
-from aptrepo import use_apt_repo
-from cluster import SaltCluster, changed, failed
-from conftest import pip_install, sentry_client
-from hosts import TestHost
-from wheels import make_wheel
+from support.aptrepo import use_apt_repo
+from support.client import pip_install, sentry_client
+from support.cluster import SaltCluster, changed, failed
+from support.cluster_deployment import (
+    ALICE_PASSWORD,
+    FRONT,
+    NODES,
+    PRIMARY,
+    REPLICAS,
+    SECRET,
+    STATE_TOP,
+    cluster_pillars,
+)
+from support.debs import deb_version
+from support.hosts import TestHost
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
-PRIMARY = "cl-primary"
-REPLICAS = ("cl-replica1", "cl-replica2")
-FRONT = "cl-front"
-NODES = (PRIMARY, *REPLICAS)
-STATE_TOP = {**{node: ["sentry"] for node in NODES}, FRONT: ["sentry.front"]}
-ROOT_PASSWORD = "Cluster-Root-pw-19"
-ALICE_PASSWORD = "Cluster-Alice-pw-23"
-# Master and replicas must share it (else the replicas get 403 on /+changelog).
-SECRET = secrets.token_urlsafe(32)
 SERVERDIR = "/var/lib/sentry/data"
 WHEEL_NAME, WHEEL_VERSION = "cluster-probe", "1.0"
 REPLICATION_TIMEOUT = 90
-
-
-def deb_version(deb: Path) -> str:
-    """6.14.0-1 from sentry_6.14.0-1_amd64.deb."""
-    return deb.name.split("_")[1]
-
-
-def cluster_pillars(addresses: dict[str, str], version: str) -> dict[str, dict]:
-    """Minion id -> pillar: the master node, replicas following it through its nginx, the front.
-
-    The master's nginx lets the replicas (not the front) read /+changelog and /+status.
-    """
-    package = {"source": "repo", "version": version}
-    master = addresses[PRIMARY]
-    pillars = {
-        PRIMARY: {
-            "sentry": {
-                "package": package,
-                "server": {"root_password": ROOT_PASSWORD, "role": "primary", "secret": SECRET, "no_root_pypi": True},
-                "nginx": {"replica_addresses": [addresses[replica] for replica in REPLICAS]},
-                "bootstrap": {
-                    "users": {"alice": {"password": ALICE_PASSWORD}},
-                    "indexes": {"alice/dev": {"bases": []}},
-                },
-            }
-        },
-        FRONT: {
-            "sentry": {
-                "front": {"master": f"{master}:80", "replicas": [f"{addresses[replica]}:80" for replica in REPLICAS]}
-            }
-        },
-    }
-    for replica in REPLICAS:
-        pillars[replica] = {
-            "sentry": {"package": package, "server": {"master_url": f"http://{master}", "secret": SECRET}}
-        }
-    return pillars
 
 
 class Deployed:

@@ -31,9 +31,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from aptrepo import use_apt_repo
-from conftest import PIP_VENV, REPO, MasterlessSalt, StateRun, new_host, sentry_client
-from wheels import make_wheel
+from support.aptrepo import use_apt_repo
+from support.client import PIP_VENV, sentry_client
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt, StateRun
+from support.paths import REPO
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO, new_host, pip_install, upload_as_root
-from wheels import make_wheel
+from support.client import pip_install, upload_as_root
+from support.host_roots import new_host
+from support.paths import REPO
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import yaml
-from conftest import REPO
+from support.paths import REPO
 
 sys.path.insert(0, str(REPO / "script"))
 import pillar_table

@@ -15,7 +15,8 @@ import json
 import time
 
 import pytest
-from conftest import MasterlessSalt, new_host
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
 
 pytestmark = pytest.mark.slow
 

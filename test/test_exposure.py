@@ -19,10 +19,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-from cluster import no_route_out
-from conftest import MasterlessSalt, new_host, sentry_client
-from hosts import BRIDGE_ADDRESS, host_address
-from wheels import make_wheel
+from support.client import sentry_client
+from support.cluster import no_route_out
+from support.host_roots import new_host
+from support.hosts import BRIDGE_ADDRESS, host_address
+from support.masterless import MasterlessSalt
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

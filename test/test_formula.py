@@ -12,40 +12,17 @@ import shutil
 import time
 
 import pytest
-from conftest import REPO, MasterlessSalt, new_host, pip_install, sentry_client
-from wheels import make_wheel
+from support.client import pip_install, sentry_client
+from support.formula_pillars import REPLICA_OVERRIDE, ROOT_PASSWORD, TITLE, master_pillar
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import REPO
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
 TOFS_ROOT = "/srv/site-states"
-ROOT_PASSWORD = "Formula-Root-pw-31"
 ALICE_PASSWORD = "Formula-Alice-pw-27"
-TITLE = "ACME package index"
-
-
-def master_pillar(deb) -> dict:
-    return {
-        "sentry": {
-            "package": {"source": "deb", "deb": str(deb)},
-            "server": {"root_password": ROOT_PASSWORD, "offline_mode": True, "role": "primary"},
-            "theme": {"title": TITLE},
-        }
-    }
-
-
-REPLICA_OVERRIDE = {
-    "sentry": {
-        "server": {
-            "program": "sentry-replica",
-            "serverdir": "/var/lib/sentry/replica",
-            "port": 3142,
-            "master_url": "http://127.0.0.1:3141",
-            "role": "standalone",
-            "offline_mode": False,
-        },
-        "nginx": {"site": "sentry-replica", "port": 8080},
-    }
-}
 
 
 class Deployment:

@@ -3,7 +3,7 @@
 The master (pytest-salt-factories) runs in the machine's own namespace and
 listens on the test bridge; the minion runs inside a test host (its own
 filesystem view and network address) and reaches the master over the bridge.
-The formula and the pillar are served by the master only (see cluster.py).
+The formula and the pillar are served by the master only (see support/cluster.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 import urllib.request
 
 import pytest
-from cluster import SaltCluster, changed, failed
-from hosts import host_address
+from support.cluster import SaltCluster, changed, failed
+from support.hosts import host_address
 
 pytestmark = pytest.mark.slow
 

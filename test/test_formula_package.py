@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DEFAULT_VERSION, REVISION, MasterlessSalt, new_host
+from support.debs import installed_version
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION, REVISION
 
 DEB_VERSION = f"{DEFAULT_VERSION}-{REVISION}"
-
-
-def installed_version(host) -> str:
-    query = host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sentry"], check=False)
-    return query.stdout.removeprefix("install ok installed ") if query.returncode == 0 else ""
 
 
 def deb_pillar(deb) -> dict:

@@ -26,9 +26,12 @@ import time
 from pathlib import Path
 
 import pytest
-from aptrepo import use_apt_repo
-from conftest import HostServer, MasterlessSalt, new_host, sentry_client
-from wheels import make_wheel
+from support.aptrepo import use_apt_repo
+from support.client import sentry_client
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.server import HostServer
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

@@ -36,11 +36,13 @@ import time
 from pathlib import Path
 
 import pytest
-from aptrepo import make_apt_repo, use_apt_repo
-from conftest import MasterlessSalt, new_host, sentry_client
-from hosts import NAME_PREFIX
-from test_cluster import deb_version
-from wheels import make_wheel
+from support.aptrepo import make_apt_repo, use_apt_repo
+from support.client import sentry_client
+from support.debs import deb_version
+from support.host_roots import new_host
+from support.hosts import NAME_PREFIX
+from support.masterless import MasterlessSalt
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

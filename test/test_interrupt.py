@@ -23,8 +23,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO
-from hosts import NAME_PREFIX
+from support.hosts import NAME_PREFIX
+from support.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 import psutil
-from cluster import SaltCluster
-from conftest import salt_factories_config  # a module's fixture outranks salt-factories' own default
+from support.cluster import SaltCluster
+from support.salt_factories import salt_factories_config  # a module's fixture outranks salt-factories' own default
 
 
 def identities(processes):

@@ -7,10 +7,12 @@ over IPv4 or IPv6, as another machine on the network would.
 from __future__ import annotations
 
 import pytest
-from cluster import no_route_out
-from conftest import MasterlessSalt, new_host, pip_install, upload_as_root
-from hosts import host_address, host_address6
-from wheels import make_wheel
+from support.client import pip_install, upload_as_root
+from support.cluster import no_route_out
+from support.host_roots import new_host
+from support.hosts import host_address, host_address6
+from support.masterless import MasterlessSalt
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, MasterlessSalt, new_host
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +43,7 @@ def host(sentry_deb):
 def through_loader(host, *calls, pillar: dict = PILLAR) -> list[dict]:
     request = {"repo": str(REPO), "pillar": pillar, "calls": [list(call) for call in calls]}
     ran = host.run(
-        [str(REPO / ".venv" / "bin" / "python"), str(REPO / "test" / "loader_in_host.py")],
+        [str(REPO / ".venv" / "bin" / "python"), str(REPO / "test" / "support" / "loader_in_host.py")],
         input=json.dumps(request),
     )
     return json.loads(ran.stdout.strip().splitlines()[-1])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import salt.config
-from conftest import REPO
 from saltfactories.utils.functional import Loaders
+from support.paths import REPO
 
 SUPERVISORD_CONF = """\
 [unix_http_server]

@@ -1,6 +1,6 @@
 """root/pypi as a caching mirror of an upstream index, for real, with no internet.
 
-Test hosts on the test bridge: a fake PyPI (test/upstream.py: the real wheels of
+Test hosts on the test bridge: a fake PyPI (test/support/upstream.py: the real wheels of
 test/upstream-wheels.txt behind nginx, HTTPS with a throw-away CA, PEP 503 and
 PEP 691), a sentry host deployed by the formula with ``mirror:url`` pointing
 at it and the CA trusted only through Debian's CA store, and for one test a
@@ -24,12 +24,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster import no_route_out
-from conftest import REPO, MasterlessSalt, StateRun, new_host, pip_install, sentry_client
-from hosts import BRIDGE_ADDRESS, BRIDGE_PREFIX, TestHost, host_address
-from upstream import ROOT as UPSTREAM_ROOT
-from upstream import SIMPLE_JSON, ForwardProxy, LogTail, Upstream, trust_upstream_ca, upstream_wheels
-from wheels import make_wheel
+from support.client import pip_install, sentry_client
+from support.cluster import no_route_out
+from support.host_roots import new_host
+from support.hosts import BRIDGE_ADDRESS, BRIDGE_PREFIX, TestHost, host_address
+from support.masterless import MasterlessSalt, StateRun
+from support.paths import REPO
+from support.upstream import ROOT as UPSTREAM_ROOT
+from support.upstream import SIMPLE_JSON, ForwardProxy, LogTail, Upstream, trust_upstream_ca, upstream_wheels
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +113,7 @@ class Install:
 
 
 def install(host: TestHost, index_url: str, *requirements: str, target: str, check: bool = True) -> Install:
-    """pip install through sentry alone (conftest.pip_install), timed, with pip's report of what it downloaded."""
+    """pip install through sentry alone (support.client.pip_install), timed, with pip's report of what it downloaded."""
     report = f"{target}.report.json"
     started = time.monotonic()
     completed = pip_install(

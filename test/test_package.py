@@ -1,6 +1,6 @@
 """The real sentry deb: build, install, the package's interface, data round trips, purge.
 
-Every test runs inside a throw-away test host (see hosts.py), so dpkg, files
+Every test runs inside a throw-away test host (see support/hosts.py), so dpkg, files
 and servers never touch this machine's own root.
 """
 
@@ -13,17 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import (
-    DEFAULT_VERSION,
-    REPO,
-    REVISION,
-    HostServer,
-    build_deb,
-    install_deb,
-    pip_install,
-    sentry_client,
-)
-from wheels import make_wheel
+from support.client import pip_install, sentry_client
+from support.debs import build_deb, install_deb
+from support.paths import DEFAULT_VERSION, REPO, REVISION
+from support.server import HostServer
+from support.wheels import make_wheel
 
 ROOT_PASSWORD = "root-Secret-4711"
 ALICE_PASSWORD = "alice-Secret-0815"

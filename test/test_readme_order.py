@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, new_host
+from support.host_roots import new_host
+from support.paths import REPO
 
 pytestmark = pytest.mark.slow
 

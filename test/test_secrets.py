@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, MasterlessSalt, new_host
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from aptrepo import use_apt_repo
-from cluster import SaltCluster, failed
-from conftest import sentry_client
-from test_cluster import (
+from support.aptrepo import use_apt_repo
+from support.client import sentry_client
+from support.cluster import SaltCluster, failed
+from support.cluster_deployment import (
     ALICE_PASSWORD,
     FRONT,
     NODES,
@@ -33,9 +33,9 @@ from test_cluster import (
     ROOT_PASSWORD,
     STATE_TOP,
     cluster_pillars,
-    deb_version,
 )
-from wheels import make_wheel
+from support.debs import deb_version
+from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aptrepo import make_apt_repo, use_apt_repo
-from conftest import DEFAULT_VERSION, REPO, MasterlessSalt, build_deb, known_versions, new_host, sentry_client
-from wheels import make_wheel
+from support.aptrepo import make_apt_repo, use_apt_repo
+from support.client import sentry_client
+from support.debs import build_deb, known_versions
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION, REPO
+from support.wheels import make_wheel
 
 PASSWORD = "Bench-Health-pw-1"
 INDEXES = ("alice/dev", "alice/prod")

@@ -1,6 +1,6 @@
 """Benchmark: a ~6 MB wheel (sympy) through sentry's mirror against straight from the upstream, and cached.
 
-Three test hosts on the test bridge: the upstream (test/upstream.py), a sentry
+Three test hosts on the test bridge: the upstream (test/support/upstream.py), a sentry
 host deployed by the formula with mirror:url at it, and a client that trusts
 the upstream's CA. Each round, interleaved so that drift in the machine's load
 hits all alike, the client fetches with curl:
@@ -28,10 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import no_route_out
-from conftest import DEFAULT_VERSION, MasterlessSalt, build_deb, new_host
-from hosts import TestHost, host_address
-from upstream import SIMPLE_JSON, Upstream, trust_upstream_ca, upstream_wheels
+from support.cluster import no_route_out
+from support.debs import build_deb
+from support.host_roots import new_host
+from support.hosts import TestHost, host_address
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION
+from support.upstream import SIMPLE_JSON, Upstream, trust_upstream_ca, upstream_wheels
 
 # Bridge host numbers away from the suite's (1-60), test_mirror's and the other benchmark's (100-112).
 UPSTREAM_NUMBER, SENTRY_NUMBER, CLIENT_NUMBER = 120, 121, 122

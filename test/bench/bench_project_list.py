@@ -31,10 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import no_route_out
-from conftest import DEFAULT_VERSION, MasterlessSalt, build_deb, new_host
-from hosts import TestHost, host_address
-from upstream import LogTail, Upstream, trust_upstream_ca, upstream_wheels
+from support.cluster import no_route_out
+from support.debs import build_deb
+from support.host_roots import new_host
+from support.hosts import TestHost, host_address
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION
+from support.upstream import LogTail, Upstream, trust_upstream_ca, upstream_wheels
 
 # Bridge host numbers away from the suite's (1-60) and test_mirror's (100-102).
 UPSTREAM_NUMBER, SENTRY_NUMBERS = 110, {False: 111, True: 112}

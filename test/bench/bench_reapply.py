@@ -17,7 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import DEFAULT_VERSION, MasterlessSalt, build_deb, new_host
+from support.debs import build_deb
+from support.host_roots import new_host
+from support.masterless import MasterlessSalt
+from support.paths import DEFAULT_VERSION
 
 EMPTY_STATES = "/srv/bench-states"
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
-from hosts import TestHost
+from support.hosts import TestHost
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 WHEELS_LIST = REPO / "test" / "upstream-wheels.txt"
 WHEELS_DIR = REPO / "build" / "upstream-wheels"
 

@@ -131,7 +131,7 @@ class TestHostError(RuntimeError):
     pass
 
 
-# What stops a test run: Ctrl-C, and (see conftest) SIGTERM.
+# What stops a test run: Ctrl-C, and (see support/sigterm.py) SIGTERM.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

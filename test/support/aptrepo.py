@@ -26,7 +26,7 @@ import subprocess
 from email.utils import formatdate
 from pathlib import Path
 
-from hosts import TestHost
+from support.hosts import TestHost
 
 SOURCES_LIST = "/etc/apt/sources.list.d/sentry-test.list"
 

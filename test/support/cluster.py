@@ -27,8 +27,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, new_host
-from hosts import BRIDGE_ADDRESS, TestHost, deferred_signals, ensure_bridge, host_address
+
+from support.host_roots import new_host
+from support.hosts import BRIDGE_ADDRESS, TestHost, deferred_signals, ensure_bridge, host_address
+from support.paths import REPO
 
 MINION_CONF = "/etc/salt-minion-test"
 MINION_ROOT = "/srv/salt-minion-test"
@@ -200,7 +202,7 @@ class SaltCluster:
     def add_minions(self, pillars: dict[str, dict], *, kind: str = "systemd") -> dict[str, TestHost]:
         """A test host per minion id (named after it), its minion answering the master, modules synced.
 
-        ``kind``: the hosts' root (conftest's ``HOST_KINDS``). All start before
+        ``kind``: the hosts' root (support.host_roots' ``HOST_KINDS``). All start before
         any is waited for: a minion takes about 2 s to reach the master.
         """
         for minion_id, pillar in pillars.items():

@@ -1,0 +1,62 @@
+"""Clients of sentry inside a test host: the sentry client, and pip installing from sentry alone."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+from pathlib import Path
+
+from support.hosts import TestHost
+
+PIP_VENV = "/tmp/pip-venv"
+
+
+def sentry_client(host: TestHost, *args: str, password: str | None = None, check: bool = True):
+    """Run the sentry client inside ``host``; a password goes through stdin only."""
+    argv = ["sentry", *args]
+    if password is not None:
+        argv.append("--password-stdin")
+    return host.run(
+        argv,
+        input=None if password is None else password + "\n",
+        check=check,
+        env={"DEVPI_CLIENTDIR": "/tmp/sentry-client"},
+    )
+
+
+def upload_as_root(host: TestHost, url: str, password: str, wheel: Path, index: str, bases: str) -> None:
+    """The seed's first client steps inside ``host``: log in as root, make ``index`` (root's), upload ``wheel``."""
+    shutil.copy(wheel, host.path("/tmp") / wheel.name)
+    sentry_client(host, "use", url)
+    sentry_client(host, "login", "root", password=password)
+    sentry_client(host, "index", "-c", index, f"bases={bases}")
+    sentry_client(host, "use", f"root/{index}")
+    sentry_client(host, "upload", f"/tmp/{wheel.name}")
+
+
+def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *more: str, check: bool = True):
+    """pip install from sentry alone: no local config, no cache, no find-links.
+
+    ``more``: further requirements or pip options (``--report FILE``); with
+    ``check=False`` a failed install is returned instead of raised.
+    pip ignores a plain-http index other than localhost unless it is a trusted host.
+    """
+    host.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
+    return host.run(
+        [
+            f"{PIP_VENV}/bin/pip",
+            "install",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--trusted-host",
+            urllib.parse.urlsplit(index_url).netloc,
+            "--index-url",
+            index_url,
+            "--target",
+            target,
+            requirement,
+            *more,
+        ],
+        env={"PIP_CONFIG_FILE": "/dev/null"},
+        check=check,
+    )

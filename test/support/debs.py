@@ -1,0 +1,44 @@
+"""The sentry debs: built (or reused) per pinned version, their versions, installed in a test host."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.hosts import TestHost
+from support.paths import PINS, REPO
+
+
+def build_deb(version: str) -> Path:
+    """Build (or reuse) the deb for a pinned devpi-server version; returns its path."""
+    completed = subprocess.run(
+        [str(REPO / "packaging" / "build-deb"), version], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        pytest.fail(f"build-deb {version} failed:\n{completed.stdout[-5000:]}\n{completed.stderr[-5000:]}")
+    match = re.search(r"(\S+\.deb)", completed.stdout.strip().splitlines()[-1])
+    assert match, completed.stdout
+    return Path(match.group(1))
+
+
+def known_versions() -> list[str]:
+    return sorted((p.stem for p in PINS.glob("*.txt")), key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def deb_version(deb: Path) -> str:
+    """6.14.0-1 from sentry_6.14.0-1_amd64.deb."""
+    return deb.name.split("_")[1]
+
+
+def install_deb(host: TestHost, deb: Path) -> None:
+    shutil.copy(deb, host.path("/tmp") / deb.name)
+    host.run(["dpkg", "-i", f"/tmp/{deb.name}"])
+
+
+def installed_version(host) -> str:
+    query = host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sentry"], check=False)
+    return query.stdout.removeprefix("install ok installed ") if query.returncode == 0 else ""

@@ -1,0 +1,116 @@
+"""salt-call --local inside a test host (``MasterlessSalt``) and what one state.apply returned (``StateRun``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import yaml
+
+from support.hosts import TestHost
+from support.paths import REPO
+
+
+class MasterlessSalt:
+    """salt-call --local inside a test host, with the repo as file_roots and a test pillar."""
+
+    CONF = "/etc/salt-test"
+
+    def __init__(self, host: TestHost, pillar: dict | None = None, extra_file_roots: tuple[str, ...] = ()) -> None:
+        self.host = host
+        conf = host.path(self.CONF)
+        (conf / "pillar").mkdir(parents=True, exist_ok=True)
+        (conf / "minion").write_text(
+            yaml.safe_dump(
+                {
+                    "id": host.name,
+                    "file_client": "local",
+                    "root_dir": f"{self.CONF}/root",
+                    "file_roots": {"base": [str(REPO), *extra_file_roots]},
+                    "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
+                    "log_level_logfile": "debug",
+                }
+            )
+        )
+        (conf / "pillar" / "top.sls").write_text("base:\n  '*':\n    - test\n")
+        self.set_pillar(pillar or {})
+        self.call("saltutil.sync_all")
+
+    def forget_file_lists(self) -> None:
+        """Salt caches the state tree's file list for a while: after adding files, drop it."""
+        shutil.rmtree(self.host.path(f"{self.CONF}/root/var/cache/salt/minion/file_lists"), ignore_errors=True)
+
+    def changed_files(self) -> str:
+        """Files changed under /etc, /var/lib, /opt, /var/log since this minion was set up (Salt's own aside)."""
+        return self.host.run(
+            [
+                "find",
+                "/etc",
+                "/var/lib",
+                "/opt",
+                "/var/log",
+                "-path",
+                self.CONF,
+                "-prune",
+                "-o",
+                "-newer",
+                f"{self.CONF}/minion",
+                "-print",
+            ]
+        ).stdout
+
+    def set_pillar(self, pillar: dict) -> None:
+        self.host.path(f"{self.CONF}/pillar/test.sls").write_text(yaml.safe_dump(pillar))
+        # A readable copy for tests that change one part of the pillar.
+        self.host.path(f"{self.CONF}/pillar/test.json").write_text(json.dumps(pillar))
+
+    def call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.host.run(
+            [str(REPO / ".venv" / "bin" / "salt-call"), "-c", self.CONF, "--local", "--out=json", *args],
+            check=check,
+            timeout=900,
+        )
+
+    def apply(self, sls: str = "sentry", *args: str) -> StateRun:
+        completed = self.call("state.apply", sls, "--retcode-passthrough", *args, check=False)
+        return StateRun(completed)
+
+
+class StateRun:
+    """The outcome of one state.apply: per-state results, or the render error."""
+
+    def __init__(self, completed: subprocess.CompletedProcess) -> None:
+        self.returncode = completed.returncode
+        self.stdout, self.stderr = completed.stdout, completed.stderr
+        try:
+            self.returned = json.loads(completed.stdout)["local"]
+        except (ValueError, KeyError):
+            self.returned = None
+
+    @property
+    def states(self) -> dict:
+        return self.returned if isinstance(self.returned, dict) else {}
+
+    @property
+    def errors(self) -> str:
+        """Render errors as one text (salt returns them as a list of strings)."""
+        if isinstance(self.returned, list):
+            return "\n".join(self.returned)
+        return self.stdout + self.stderr
+
+    def by_id(self, state_id: str) -> dict:
+        (found,) = [result for key, result in self.states.items() if key.split("_|-")[1] == state_id]
+        return found
+
+    @property
+    def changed(self) -> dict[str, dict]:
+        return {key.split("_|-")[1]: result["changes"] for key, result in self.states.items() if result["changes"]}
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {key: result["comment"] for key, result in self.states.items() if result["result"] is False}
+
+    @property
+    def succeeded(self) -> bool:
+        return self.returncode == 0 and bool(self.states) and not self.failed

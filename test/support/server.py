@@ -1,0 +1,41 @@
+"""A sentry-server process inside a test host, started and stopped by the test itself."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from support.hosts import TestHost
+
+
+class HostServer:
+    """A sentry-server process inside a test host, on loopback; as ``user`` when given (else root)."""
+
+    def __init__(self, host: TestHost, serverdir: str, port: int, *extra: str, user: str | None = None) -> None:
+        self.host, self.serverdir, self.port, self.extra, self.user = host, serverdir, port, extra, user
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = f"/tmp/sentry-server-{port}.log"
+        self.pid: int | None = None
+
+    def start(self) -> HostServer:
+        as_user = ["runuser", "-u", self.user, "--"] if self.user else []
+        server = ["sentry-server", "--serverdir", self.serverdir, "--port", str(self.port), "--offline-mode"]
+        command = shlex.join([*as_user, *server, *self.extra])
+        started = self.host.sh(f"setsid {command} >{self.log} 2>&1 </dev/null & echo $!")
+        self.pid = int(started.stdout.strip())
+        try:
+            self.host.wait_for(f"curl -fsS -o /dev/null {self.url}/+api", timeout=60)
+        except Exception:
+            print(self.host.path(self.log).read_text(errors="replace"))
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.pid:
+            self.host.run(["kill", str(self.pid)], check=False)
+            self.host.wait_for(f"! kill -0 {self.pid} 2>/dev/null", timeout=30)
+            self.pid = None
+
+    def get_json(self, path: str) -> dict:
+        fetched = self.host.run(["curl", "-fsS", "-H", "Accept: application/json", f"{self.url}{path}"])
+        return json.loads(fetched.stdout)
