@@ -123,7 +123,12 @@ def stop(name: str) -> bool:
 
 def restart(name: str) -> bool:
     """
-    Restart the service ``name`` (start it when it is not running).
+    Restart the service ``name`` (start it when it is not running); True once
+    it runs again.
+
+    Without a running systemd this is stop, wait until stopped, then start:
+    Debian's init script for supervisor starts again before the old
+    supervisord has gone, and so leaves none running while it reports success.
 
     CLI Example:
 
@@ -131,7 +136,26 @@ def restart(name: str) -> bool:
 
         salt '*' sentry_service.restart supervisor
     """
-    return _act(name, "restart")
+    if init_system() == "systemd":
+        return _act(name, "restart")
+    if status(name):
+        _act(name, "stop")
+        _wait_until(name, running=False)
+    _act(name, "start")
+    _wait_until(name, running=True)
+    return True
+
+
+def _wait_until(name: str, running: bool) -> None:
+    """Until the init script says ``name`` runs (or not), ``TIMEOUT`` s at most."""
+    deadline = time.monotonic() + TIMEOUT
+    while status(name) != running:
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"service {name} {'start' if running else 'stop'} returned, but after {TIMEOUT} s "
+                f"'service {name} status' still says it {'does not run' if running else 'runs'}"
+            )
+        time.sleep(0.2)
 
 
 def reload_(name: str) -> bool:

@@ -44,6 +44,14 @@ def test_deploy_answers_pip_through_nginx_and_redeploys_without_changes(kind, se
         password = re.search(r'root_password: "(.+)"', secrets.read_text()).group(1)
         assert password not in first
 
+        # The formula's restart keeps a supervisord running (Debian's script alone leaves none on such hosts).
+        supervisord = host.run(["cat", "/var/run/supervisord.pid"]).stdout
+        salt_call = [f"{REPO}/.venv/bin/salt-call", "-c", f"{REPO}/.salt-local", "--local"]
+        host.run([*salt_call, "sentry_service.restart", "supervisor"])
+        assert host.run(["service", "supervisor", "status"], check=False).returncode == 0
+        assert host.run(["cat", "/var/run/supervisord.pid"]).stdout != supervisord
+        host.wait_for("curl -fs -o /dev/null http://localhost/+api", timeout=120)
+
         # The seed's first steps, by hand, through nginx.
         wheel = make_wheel(tmp_path, "deploy-probe", "1.0", payload=kind)
         upload_as_root(host, "http://localhost/", password, wheel, "dev", bases="root/pypi")

@@ -167,3 +167,50 @@ def test_an_nginx_reload_that_never_takes_fails_saying_so(host, booted, monkeypa
     monkeypatch.setattr(service_module, "RELOAD_WAIT", 0.3)
     with pytest.raises(CommandExecutionError, match="still serve the old configuration"):
         service_module.reload_("nginx")
+
+
+class SlowToStop(Host):
+    """Debian's supervisor script: stop returns while supervisord still runs, and a start then does nothing."""
+
+    def __init__(self, lingers: int) -> None:
+        super().__init__()
+        self.lingers = lingers  # status checks that still see it after stop returned
+        self.stopping = 0
+
+    def cmd_run_all(self, argv, **kwargs):
+        name, action = argv[1], argv[2]
+        if action == "stop" and name in self.running:
+            self.ran.append(list(argv))
+            self.stopping = self.lingers
+            return {"retcode": 0, "stdout": "", "stderr": ""}
+        if action == "status" and self.stopping:
+            self.ran.append(list(argv))
+            self.stopping -= 1
+            if not self.stopping:
+                self.running.discard(name)
+            return {"retcode": 0, "stdout": "", "stderr": ""}
+        if action in ("start", "restart") and self.stopping:
+            self.ran.append(list(argv))
+            return {"retcode": 0, "stdout": "already running", "stderr": ""}  # and then it exits: none left
+        return super().cmd_run_all(argv, **kwargs)
+
+
+def test_a_restart_without_systemd_starts_only_once_the_old_process_is_gone(booted, monkeypatch):
+    slow = SlowToStop(lingers=3)
+    slow.running.add("supervisor")
+    monkeypatch.setitem(service_module.__salt__, "cmd.run_all", slow.cmd_run_all)
+    monkeypatch.setattr(service_module.time, "sleep", lambda _: None)
+    assert service_module.restart("supervisor") is True
+    actions = [argv[2] for argv in slow.ran]
+    assert "restart" not in actions  # the init script's own restart is what leaves none running
+    assert actions.index("start") > actions.index("stop") + 3
+    assert "supervisor" in slow.running
+
+
+def test_a_restart_that_never_stops_says_so(booted, monkeypatch):
+    slow = SlowToStop(lingers=10**6)
+    slow.running.add("supervisor")
+    monkeypatch.setitem(service_module.__salt__, "cmd.run_all", slow.cmd_run_all)
+    monkeypatch.setattr(service_module, "TIMEOUT", 0)
+    with pytest.raises(CommandExecutionError, match="still says it runs"):
+        service_module.restart("supervisor")
