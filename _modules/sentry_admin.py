@@ -1,12 +1,16 @@
 """Administer sentry's users and indexes on this minion, as root, through the server's HTTP API.
 
 Secrets travel in request bodies, never on a command line, and are never
-returned. The server is the instance's own (``sentry_server.settings``) unless
-``url`` names another.
+returned. The server is the instance's own (``sentry_server.settings``):
+``instance=PROGRAM`` picks one where a host runs several (otherwise the
+pillar's, or the only one), and ``url`` names any other server (it wins over
+``instance``). Root's password comes from pillar
+``sentry:server:root_password`` unless ``root_password`` is given.
 
 Where the rest went: the instance itself (settings, status, version, start,
 stop) is ``sentry_server``'s; its data (initialise, export, import, backups)
-``sentry_data``'s; upgrades ``sentry_upgrade``'s; whether a server holds
+``sentry_data``'s; mending after a killed import or upgrade
+``sentry_recover``'s; upgrades ``sentry_upgrade``'s; whether a server holds
 what an export holds (the upgrade's health check, devpi-fsck)
 ``sentry_health``'s. The names operators know
 here (``sentry_admin.status``, ``.version``, ``.export``, ``.import``,
@@ -37,9 +41,9 @@ def __virtual__():
     return __virtualname__
 
 
-def _base(url: str | None) -> str:
-    """``url``, or the instance's own server."""
-    return url.rstrip("/") if url else __salt__["sentry_server.settings"]()["url"]
+def _base(url: str | None, instance: str | None = None) -> str:
+    """``url``, or the server of ``instance`` (see sentry_server.settings)."""
+    return url.rstrip("/") if url else __salt__["sentry_server.settings"](instance)["url"]
 
 
 def _request(method: str, url: str, body: dict | None = None, auth: str | None = None) -> tuple[int, dict]:
@@ -54,7 +58,7 @@ def _root(base: str) -> dict:
     return __utils__["sentry_api.get"](f"{base}/", f"GET {base}/")
 
 
-def list_users(url: str | None = None) -> list[str]:
+def list_users(url: str | None = None, instance: str | None = None) -> list[str]:
     """
     The server's user names.
 
@@ -63,11 +67,12 @@ def list_users(url: str | None = None) -> list[str]:
     .. code-block:: bash
 
         salt '*' sentry_admin.list_users
+        salt '*' sentry_admin.list_users instance=sentry-b
     """
-    return sorted(_root(_base(url)))
+    return sorted(_root(_base(url, instance)))
 
 
-def list_indexes(url: str | None = None, user: str | None = None) -> dict:
+def list_indexes(url: str | None = None, user: str | None = None, instance: str | None = None) -> dict:
     """
     The server's indexes as ``{"user/index": {type, bases, volatile, acl_upload}}``,
     optionally of one ``user``.
@@ -77,10 +82,10 @@ def list_indexes(url: str | None = None, user: str | None = None) -> dict:
     .. code-block:: bash
 
         salt '*' sentry_admin.list_indexes
-        salt '*' sentry_admin.list_indexes user=alice
+        salt '*' sentry_admin.list_indexes user=alice instance=sentry-b
     """
     indexes = {}
-    for name, info in _root(_base(url)).items():
+    for name, info in _root(_base(url, instance)).items():
         if user and name != user:
             continue
         for index, config in (info.get("indexes") or {}).items():
@@ -102,9 +107,9 @@ INDEX_KEYS = (
 )
 
 
-def _as_root(url: str | None, root_password: str | None) -> tuple[str, str]:
+def _as_root(url: str | None, root_password: str | None, instance: str | None = None) -> tuple[str, str]:
     """(base URL, root's auth header); the password comes from pillar unless given."""
-    base = _base(url)
+    base = _base(url, instance)
     password = root_password or salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server:root_password", "")
     if not password:
         raise CommandExecutionError("no root password: set pillar sentry:server:root_password or pass root_password")
@@ -118,7 +123,7 @@ def _check_user_name(name: str) -> str:
     return name
 
 
-def user_get(name: str, url: str | None = None) -> dict | None:
+def user_get(name: str, url: str | None = None, instance: str | None = None) -> dict | None:
     """
     A user's record (username, email, indexes) or None if there is no such user.
 
@@ -127,14 +132,15 @@ def user_get(name: str, url: str | None = None) -> dict | None:
     .. code-block:: bash
 
         salt '*' sentry_admin.user_get alice
+        salt '*' sentry_admin.user_get alice instance=sentry-b
     """
-    code, body = _request("GET", f"{_base(url)}/{_check_user_name(name)}")
+    code, body = _request("GET", f"{_base(url, instance)}/{_check_user_name(name)}")
     if code == 404:
         return None
     return _check(code, body, f"reading user {name}", ok=(200,))
 
 
-def user_password_matches(name: str, password: str, url: str | None = None) -> bool:
+def user_password_matches(name: str, password: str, url: str | None = None, instance: str | None = None) -> bool:
     """
     Whether ``password`` logs ``name`` in (how a password is compared without reading it back).
 
@@ -143,8 +149,9 @@ def user_password_matches(name: str, password: str, url: str | None = None) -> b
     .. code-block:: bash
 
         salt '*' sentry_admin.user_password_matches alice '...'
+        salt '*' sentry_admin.user_password_matches alice '...' instance=sentry-b
     """
-    code, _body = _request("POST", f"{_base(url)}/+login", {"user": name, "password": password})
+    code, _body = _request("POST", f"{_base(url, instance)}/+login", {"user": name, "password": password})
     return code == 200
 
 
@@ -154,6 +161,7 @@ def user_set(
     email: str | None = None,
     url: str | None = None,
     root_password: str | None = None,
+    instance: str | None = None,
 ) -> dict:
     """
     Create the user ``name`` or change its password/email, as root.
@@ -163,9 +171,10 @@ def user_set(
     .. code-block:: bash
 
         salt '*' sentry_admin.user_set alice password='...' email=alice@example.org
+        salt '*' sentry_admin.user_set alice email=alice@example.org instance=sentry-b
     """
     _check_user_name(name)
-    base, auth = _as_root(url, root_password)
+    base, auth = _as_root(url, root_password, instance)
     fields = {key: value for key, value in (("password", password), ("email", email)) if value is not None}
     if user_get(name, url=base) is None:
         if "password" not in fields:
@@ -177,7 +186,9 @@ def user_set(
     return {"user": name, "created": False, "changed": sorted(fields)}
 
 
-def user_delete(name: str, url: str | None = None, root_password: str | None = None) -> bool:
+def user_delete(
+    name: str, url: str | None = None, root_password: str | None = None, instance: str | None = None
+) -> bool:
     """
     Delete the user ``name`` with its indexes and their files. True if it existed.
 
@@ -186,9 +197,10 @@ def user_delete(name: str, url: str | None = None, root_password: str | None = N
     .. code-block:: bash
 
         salt '*' sentry_admin.user_delete alice
+        salt '*' sentry_admin.user_delete alice instance=sentry-b
     """
     _check_user_name(name)
-    base, auth = _as_root(url, root_password)
+    base, auth = _as_root(url, root_password, instance)
     if user_get(name, url=base) is None:
         return False
     _check(*_request("DELETE", f"{base}/{name}", auth=auth), f"deleting user {name}")
@@ -202,7 +214,7 @@ def _split_index(name: str) -> tuple[str, str]:
     return user, index
 
 
-def index_get(name: str, url: str | None = None) -> dict | None:
+def index_get(name: str, url: str | None = None, instance: str | None = None) -> dict | None:
     """
     The configuration of index ``user/index``, or None if it does not exist.
 
@@ -211,9 +223,10 @@ def index_get(name: str, url: str | None = None) -> dict | None:
     .. code-block:: bash
 
         salt '*' sentry_admin.index_get alice/dev
+        salt '*' sentry_admin.index_get alice/dev instance=sentry-b
     """
     user, index = _split_index(name)
-    code, body = _request("GET", f"{_base(url)}/{user}/{index}?no_projects=")
+    code, body = _request("GET", f"{_base(url, instance)}/{user}/{index}?no_projects=")
     if code == 404:
         return None
     result = _check(code, body, f"reading index {name}", ok=(200,))
@@ -229,7 +242,9 @@ def _check_bases(name: str, bases: list[str], url: str | None) -> None:
             )
 
 
-def index_set(name: str, url: str | None = None, root_password: str | None = None, **config) -> dict:
+def index_set(
+    name: str, url: str | None = None, root_password: str | None = None, instance: str | None = None, **config
+) -> dict:
     """
     Create index ``user/index`` or change its settings (bases, volatile,
     acl_upload, mirror_whitelist; for ``type=mirror`` mirror_url,
@@ -242,11 +257,12 @@ def index_set(name: str, url: str | None = None, root_password: str | None = Non
 
         salt '*' sentry_admin.index_set alice/dev bases='[root/pypi]' volatile=False
         salt '*' sentry_admin.index_set root/upstream type=mirror mirror_url=https://pypi.example.org/simple/
+        salt '*' sentry_admin.index_set alice/dev volatile=True instance=sentry-b
     """
     user, index = _split_index(name)
     wanted = {key: value for key, value in config.items() if key in INDEX_KEYS and value is not None}
     kind = config.get("type") or "stage"
-    base, auth = _as_root(url, root_password)
+    base, auth = _as_root(url, root_password, instance)
     _check_bases(name, wanted.get("bases", []), base)
     current = index_get(name, url=base)
     if current is None:
@@ -263,7 +279,9 @@ def index_set(name: str, url: str | None = None, root_password: str | None = Non
     return {"index": name, "created": False, "changed": sorted(changed)}
 
 
-def index_delete(name: str, url: str | None = None, root_password: str | None = None) -> bool:
+def index_delete(
+    name: str, url: str | None = None, root_password: str | None = None, instance: str | None = None
+) -> bool:
     """
     Delete index ``user/index`` with its files. True if it existed.
 
@@ -272,9 +290,10 @@ def index_delete(name: str, url: str | None = None, root_password: str | None = 
     .. code-block:: bash
 
         salt '*' sentry_admin.index_delete alice/dev
+        salt '*' sentry_admin.index_delete alice/dev instance=sentry-b
     """
     user, index = _split_index(name)
-    base, auth = _as_root(url, root_password)
+    base, auth = _as_root(url, root_password, instance)
     if index_get(name, url=base) is None:
         return False
     _check(*_request("DELETE", f"{base}/{user}/{index}", auth=auth), f"deleting index {name}")
@@ -291,6 +310,7 @@ def bootstrap_index(
     volatile: bool | None = None,
     url: str | None = None,
     root_password: str | None = None,
+    instance: str | None = None,
 ) -> dict:
     """
     Make ``user`` (with ``password``) and its index ``index`` with ``bases``,
@@ -301,10 +321,12 @@ def bootstrap_index(
     .. code-block:: bash
 
         salt '*' sentry_admin.bootstrap_index alice dev bases=root/pypi password='...'
+        salt '*' sentry_admin.bootstrap_index alice dev password='...' instance=sentry-b
     """
     bases = [bases] if isinstance(bases, str) else list(bases)
     name = f"{_check_user_name(user)}/{index}"
     _split_index(name)
+    url = _base(url, instance)  # one server for every step below
     # Checked before the user is made: a missing base must leave the server as it was.
     _check_bases(name, bases, url)
     made_user = user_get(user, url=url) is None

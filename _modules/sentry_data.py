@@ -4,6 +4,8 @@ Works with the package's commands (``/usr/sbin/sentry-server``), as the
 service user. The instance (serverdir, program, user) is the one the formula
 rendered (``sentry_server.settings``); ``instance=PROGRAM`` picks one where a
 host runs several. Nothing here deletes data: what is replaced is moved aside.
+Mending an instance after an import or upgrade died half-way is
+``sentry_recover``'s; ``sentry_data.recover`` hands over to it.
 
 :depends: the ``sentry`` Debian package
 """
@@ -355,94 +357,16 @@ def backups(instance: str | None = None) -> dict[str, list[str]]:
 
 def recover(instance: str | None = None) -> dict:
     """
-    Undo what an interrupted import or upgrade (kill -9, OOM, reboot) left,
-    from the trail it kept beside the serverdir (``<serverdir>.operation.json``):
-    the data it moved aside comes back (what stood in its place goes to
-    ``_data-failed-<timestamp>``), the package version it started from is
-    reinstalled, the server and nginx are started again. An upgrade that had
-    passed its health check is completed instead. Nothing is deleted. Without
-    a trail, nothing to do.
+    Handed over to ``sentry_recover.recover`` (the same argument, the same
+    result): mend the instance after an import or upgrade died half-way. Kept
+    here because the package's ``sentry-server``, the formula's guard and
+    ``sentry_upgrade`` tell operators to run ``sentry_data.recover``.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' sentry_data.recover
+        salt '*' sentry_data.recover instance=sentry-b
     """
-    config = _settings(instance)
-    serverdir, program = config["serverdir"], config["program"]
-    journal = __utils__["sentry_journal.read"](serverdir)
-    if journal is None:
-        return {"recovered": False, "comment": f"no interrupted operation on {serverdir}"}
-    if __utils__["sentry_journal.alive"](journal):
-        raise CommandExecutionError(f"{serverdir}: the {journal['operation']} is still running (pid {journal['pid']})")
-    done = []
-    if __salt__["sentry_server.running"](program):
-        __salt__["sentry_server.stop"](program)  # it may serve what the operation left half made
-        done.append(f"{program} stopped")
-    completing = bool(journal.get("healthy"))
-    if not completing:
-        done += _put_back_from(journal, config)
-    __utils__["sentry_journal.end"](serverdir)
-    if completing or journal.get("was_running", True):
-        __salt__["sentry_server.start"](program)
-        done.append(f"{program} running")
-    if journal.get("nginx_stopped"):
-        __salt__["sentry_service.start"](config["nginx_service"])
-        done.append(f"{config['nginx_service']} running")
-    return {
-        "recovered": True,
-        "operation": journal.get("operation"),
-        "step": journal.get("step"),
-        "completed" if completing else "rolled_back": True,
-        "done": done,
-    }
-
-
-def _dpkg_state(package: str) -> tuple[str, str]:
-    """('installed', version) when dpkg holds ``package`` complete; else its state (half-installed, ...)."""
-    result = __salt__["cmd.run_all"](
-        ["dpkg-query", "-W", "-f=${Status}\t${Version}", package],
-        python_shell=False,
-        output_loglevel="quiet",
-        ignore_retcode=True,
-    )
-    status, _, version = result["stdout"].partition("\t")
-    want, flag, state = ([*status.split(), "", "", ""])[:3]  # e.g. install reinstreq half-installed
-    if result["retcode"] != 0 or not state:
-        return "not-installed", ""
-    if want in ("install", "hold") and flag == "ok" and state == "installed":
-        return "installed", version
-    return status.strip(), version
-
-
-def _put_back_from(journal: dict, config: dict) -> list[str]:
-    """The package version and the data the interrupted operation started from; what was done."""
-    done, serverdir, package = [], config["serverdir"], config["package"]
-    version = journal.get("version_before")
-    if journal.get("installed") and version:
-        # An interrupted dpkg must finish before anything else is installed.
-        __salt__["cmd.run_all"](["dpkg", "--configure", "-a"], python_shell=False, output_loglevel="quiet")
-        # Killed while unpacking, dpkg leaves the package 'half-installed' (a mix of both versions' files)
-        # under the version it started from, which pkg.version counts as installed: ask dpkg itself.
-        if _dpkg_state(package) != ("installed", version):
-            __salt__["pkg.install"](package, version=version, refresh=False, reinstall=True)
-            status, now = _dpkg_state(package)
-            if (status, now) != ("installed", version):
-                raise CommandExecutionError(
-                    f"{package} {version} could not be reinstalled (dpkg says {status} {now or 'nothing'}); "
-                    f"run 'apt-get install --reinstall --allow-downgrades {package}={version}', "
-                    f"then 'salt-call sentry_data.recover' again"
-                )
-            done.append(f"{package} {version} reinstalled")
-    backup = journal.get("backup")
-    if backup and os.path.isdir(backup):
-        failed = __utils__["sentry_backups.put_back"](serverdir, backup)
-        done.append(f"the data is back in {serverdir}" + (f"; what stood there is in {failed}" if failed else ""))
-    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir: kept
-    # where backups() shows it, as a failed attempt, and out of the way of the next import.
-    for scratch in __utils__["sentry_backups.import_scratch"](serverdir):
-        failed = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "failed")
-        os.rename(scratch, failed)
-        done.append(f"what the interrupted import had written is in {failed}")
-    return done
+    return __salt__["sentry_recover.recover"](instance)

@@ -6,10 +6,11 @@ aside (written *before* it moves), the package version it started from, what
 it stopped. The file goes when the operation ends, done or rolled back.
 
 Found with no live owner, it means the operation died (kill -9, OOM, reboot).
-Then ``sentry_data.recover`` puts things back from it; the formula refuses to
-initialise or start a server over it; and ``sentry-server`` (the package's
-daemon command) will not serve that serverdir unless the record says the
-operation started the server itself (``serve``). Filesystem only; reached as
+Then ``sentry_recover.recover`` (also ``sentry_data.recover``) puts things
+back from it; the formula refuses to initialise or start a server over it;
+and ``sentry-server`` (the package's daemon command) will not serve that
+serverdir unless the record says the operation started the server itself
+(``serve``). Filesystem only; reached as
 ``__utils__["sentry_journal.begin"]`` and friends.
 """
 
