@@ -11,12 +11,13 @@
 {%- set upgrade = sentry.upgrade %}
 {%- macro fail(message) %}{% do raise("sentry.upgrade: " ~ message) %}{% endmacro %}
 
+{%- if "sentry_upgrade.plan" not in salt["saltutil.runner"]("doc.runner") %}
+  {{- fail("the master lacks the formula's runner sentry_upgrade.plan: run 'salt-run saltutil.sync_runners' once") }}
+{%- endif %}
 {%- set plan = salt["saltutil.runner"]("sentry_upgrade.plan", kwarg={
       "version": upgrade.version, "master": upgrade.master,
       "replicas": upgrade.replicas, "front": upgrade.front}) %}
-{%- if plan is not mapping %}
-  {{- fail("the master lacks the formula's runner (run 'salt-run saltutil.sync_runners' once): " ~ plan) }}
-{%- endif %}
+{%- if plan is not mapping %}{{ fail("sentry_upgrade.plan answered " ~ plan) }}{% endif %}
 {%- if plan.error %}{{ fail(plan.error) }}{% endif %}
 {%- set steps, after = plan.steps, plan.after %}
 {%- macro require(step) %}

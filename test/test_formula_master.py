@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from support.cluster import SaltCluster, changed, failed
@@ -74,3 +75,21 @@ def test_state_apply_from_a_master_deploys_sentry_on_a_minion_host(salt_factorie
         print(f"second state.apply sentry through the master: {again_took:.1f}s")
         assert not failed(again), failed(again)
         assert changed(again) == {}
+
+        # The upgrade's plan, asked of the master's runner: what would go, and how; nothing changes.
+        planned = cluster.salt_run("sentry_upgrade.plan", "version=9.9.9-1", f"master={MINION_ID}")
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        plan = planned.data
+        assert not plan["error"] and plan["master"] == MINION_ID and plan["master_pending"], plan
+        assert plan["steps"][-2:] == ["sentry-upgrade-master", "sentry-upgrade-summary"], plan["steps"]
+        assert plan["reads_elsewhere"]["master"] is False
+
+        # A master without the formula's runner: the orchestration says what to run, and runs nothing.
+        runner = Path(cluster.master.config["extension_modules"], "runners", "sentry_upgrade.py")
+        runner.unlink()
+        refused = cluster.orchestrate("sentry.upgrade", pillar={"sentry": {"upgrade": {
+            "version": "9.9.9-1", "master": MINION_ID}}})  # fmt: skip
+        assert refused.returncode != 0
+        assert "run 'salt-run saltutil.sync_runners' once" in refused.stdout + refused.stderr, refused.stdout
+        assert cluster.salt_run("saltutil.sync_runners").returncode == 0
+        assert runner.exists()
