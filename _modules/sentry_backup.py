@@ -37,6 +37,7 @@ SETTINGS_DIR = "/etc/sentry/backup"  # the contract with sentry/backup/init.sls
 PREFIX = "backup-"
 INCOMPLETE = ".incomplete"  # sentry_data.export's folder while it writes
 SCRATCH_PREFIX = ".drill-"
+MANIFEST = "sentry-backup-state.json"  # in each backup: what it held when it was made (sentry_health.export_state)
 LOCK_WAIT = 3600  # seconds a backup or drill waits for the one running
 LIVE_ATTEMPTS = 3  # a live export fails when a file it lists is deleted meanwhile: try again
 STOP_WAIT = 30  # seconds the scratch server has between SIGTERM and SIGKILL
@@ -159,6 +160,7 @@ def run(instance: str | None = None, live: bool | None = None) -> dict:
     try:
         with _lock(config, "backup"):
             exported = _export(config, live)
+            _write_manifest(exported["path"])
             removed = _rotate(config)
     except (CommandExecutionError, OSError) as exc:
         _record(config, "backup", started, clock, error=str(exc), live=live)
@@ -189,6 +191,25 @@ def _export(config: dict, live: bool) -> dict:
                 raise
             time.sleep(attempt)  # a release deleted while it exported: the next snapshot lacks it
     raise AssertionError("unreachable")
+
+
+def _write_manifest(path: str) -> None:
+    """What the backup holds, read right after it was made: a drill compares the restore with it, so that
+    damage to the backup later (a file's bytes, an entry of its dataindex) cannot hide."""
+    state = __salt__["sentry_health.export_state"](path)
+    with open(os.path.join(path, MANIFEST), "w", encoding="utf-8") as handle:
+        json.dump(state, handle, sort_keys=True, default=sorted)
+
+
+def _expected(path: str) -> dict:
+    """The backup's manifest; for an export made otherwise (sentry_data.export), its dataindex now."""
+    try:
+        with open(os.path.join(path, MANIFEST), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return __salt__["sentry_health.export_state"](path)
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"the manifest {MANIFEST} of {path} is unreadable: {exc}") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -257,7 +278,7 @@ def _timed(steps: dict, name: str, action, *args, **kwargs):
 
 
 def _drill(config: dict, path: str, port: int, steps: dict) -> dict:
-    expected = __salt__["sentry_health.export_state"](path)  # what the backup lists, read before anything runs
+    expected = _expected(path)  # what the backup held when it was made
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=config["backup_folder"])
     server = None
     try:

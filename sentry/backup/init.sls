@@ -50,7 +50,7 @@ sentry-backup-schedule:
         schedule: {{ backup.schedule | json }}
         drill_schedule: {{ backup.drill_schedule | json }}
         salt_call: {{ derived.salt_call | json }}
-        conf_dir: {{ opts.conf_dir | json }}
+        conf_dir: {{ salt["file.dirname"](opts.conf_file) | json }}
         log: {{ derived.log | json }}
     - user: root
     - group: root

@@ -144,6 +144,7 @@ def instance(tmp_path, monkeypatch):
     backup.__salt__ = {
         "sentry_server.settings": lambda instance=None: {"program": PROGRAM, "serverdir": str(serverdir)},
         "sentry_data.export": exporter,
+        "sentry_health.export_state": lambda path: {"users": {"alice": {}}, "made_from": path},
     }
     backup.__utils__ = {
         "sentry_backups.named": backups.named,
@@ -170,6 +171,8 @@ def test_a_backup_keeps_the_newest_and_records_it(instance):
         and done["counts"] == {"users": 2, "indexes": 3, "files": 4}
     )
     assert sorted(os.listdir(folder)) == sorted([".lock", os.path.basename(done["path"]), f"backup-{STAMPS[2]}"])
+    with open(os.path.join(done["path"], backup.MANIFEST)) as manifest:
+        assert json.load(manifest) == {"users": {"alice": {}}, "made_from": done["path"]}
     assert len(done["removed"]) == 3
     assert backup.last(PROGRAM)["backup"]["last_success"] == done
 
