@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-health bench-project-list
+.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-health bench-project-list bench-backup
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -46,6 +46,9 @@ bench-upgrade:   ## the orchestrated upgrade: failed reads, write window / bare 
 
 bench-health:    ## the health check's share of a 1,000-file master upgrade, 6.14 -> 6.20 (goal <= 10 %; ~2 min)
 	script/bootstrap test && .venv/bin/python test/bench/bench_health.py
+
+bench-backup:    ## a backup of 1,000 release files: seconds, write pause (live and stopped), drill / backup (~5 min)
+	script/bootstrap test && .venv/bin/python test/bench/bench_backup.py
 
 bench-project-list:  ## root/pypi against 100,000 upstream projects, no_project_list false and true (~12 min)
 	script/bootstrap test && .venv/bin/python test/bench/bench_project_list.py

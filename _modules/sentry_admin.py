@@ -12,10 +12,11 @@ stop) is ``sentry_server``'s; its data (initialise, export, import, backups)
 ``sentry_data``'s; mending after a killed import or upgrade
 ``sentry_recover``'s; upgrades ``sentry_upgrade``'s; whether a server holds
 what an export holds (the upgrade's health check, devpi-fsck)
-``sentry_health``'s. The names operators know
-here (``sentry_admin.status``, ``.version``, ``.export``, ``.import``,
-``.backups``, ``.upgrade``, ``.upgrade_replica``, ``.wait_synced``,
-``.last_upgrade``) still answer, handing over.
+``sentry_health``'s; backups and restore drills ``sentry_backup``'s. The
+names operators know here (``sentry_admin.status``, ``.version``,
+``.export``, ``.import``, ``.backups``, ``.upgrade``, ``.upgrade_replica``,
+``.wait_synced``, ``.last_upgrade``, ``.backup``, ``.verify_backup``) answer,
+handing over.
 
 :depends: the ``sentry`` Debian package
 """
@@ -366,3 +367,5 @@ upgrade = _handed_over("sentry_upgrade.master")
 upgrade_replica = _handed_over("sentry_upgrade.replica")
 wait_synced = _handed_over("sentry_upgrade.wait_synced")
 last_upgrade = _handed_over("sentry_upgrade.last")
+backup = _handed_over("sentry_backup.run")
+verify_backup = _handed_over("sentry_backup.drill")

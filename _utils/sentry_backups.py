@@ -19,7 +19,12 @@ def timestamp() -> str:
 
 def new_path(directory: str, kind: str) -> str:
     """A path in ``directory`` for a new ``kind`` (see KINDS) that does not exist yet."""
-    path = os.path.join(directory, KINDS[kind] + timestamp())
+    return new_named(directory, KINDS[kind])
+
+
+def new_named(directory: str, prefix: str) -> str:
+    """A path in ``directory`` named ``prefix`` + timestamp that does not exist yet."""
+    path = os.path.join(directory, prefix + timestamp())
     while os.path.exists(path):
         path += "-1"
     return path
@@ -64,17 +69,26 @@ def import_scratch(serverdir: str) -> list[str]:
     ]
 
 
-def listing(directory: str) -> dict[str, list[str]]:
-    """The paths of each kind in ``directory``, newest first (the names end in a timestamp)."""
+def named(directory: str, prefix: str) -> list[str]:
+    """The folders in ``directory`` whose names start with ``prefix``, newest first (the names end in a
+    timestamp)."""
     try:
         names = sorted(os.listdir(directory), reverse=True)
     except FileNotFoundError:
-        names = []
-    return {
-        kind: [
-            os.path.join(directory, name)
-            for name in names
-            if name.startswith(prefix) and os.path.isdir(os.path.join(directory, name))
-        ]
-        for kind, prefix in KINDS.items()
-    }
+        return []
+    return [
+        os.path.join(directory, name)
+        for name in names
+        if name.startswith(prefix) and os.path.isdir(os.path.join(directory, name))
+    ]
+
+
+def listing(directory: str) -> dict[str, list[str]]:
+    """The paths of each kind in ``directory``, newest first (the names end in a timestamp)."""
+    return {kind: named(directory, prefix) for kind, prefix in KINDS.items()}
+
+
+def beyond(paths: list[str], keep: int) -> list[str]:
+    """What goes when only the newest ``keep`` of ``paths`` (newest first, as ``named`` lists them) stay;
+    never the newest one, whatever ``keep`` says."""
+    return list(paths[max(keep, 1) :])

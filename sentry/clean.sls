@@ -2,6 +2,7 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 
 include:
+  - {{ tplroot }}.backup.clean
   - {{ tplroot }}.nginx.clean
   - {{ tplroot }}.supervisor.clean
   - {{ tplroot }}.server.clean

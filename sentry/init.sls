@@ -12,3 +12,6 @@ include:
   - {{ tplroot }}.supervisor
   - {{ tplroot }}.nginx
   - {{ tplroot }}.bootstrap
+{%- if sentry.backup.enabled %}
+  - {{ tplroot }}.backup
+{%- endif %}

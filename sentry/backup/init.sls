@@ -1,0 +1,61 @@
+{#- Scheduled backups and restore drills of this instance on the host's cron (opt-in: backup:enabled).
+    The work is sentry_backup.run and sentry_backup.drill; this state only schedules them. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry with context %}
+{%- set backup, derived = sentry.backup, sentry.derived.backup %}
+{%- set program = sentry.server.program %}
+
+sentry-backup-cron-package:
+  pkg.installed:
+    - name: {{ backup.cron_package }}
+
+{#- Started through systemd when it is PID 1, else through Debian's init script. #}
+sentry-backup-cron-service:
+  sentry_service.running:
+    - name: {{ backup.cron_service }}
+    - enable: true
+    - require:
+      - pkg: sentry-backup-cron-package
+
+{#- Backups hold password hashes: root's and the service group's only. #}
+sentry-backup-folder:
+  file.directory:
+    - name: {{ derived.dir }}
+    - user: root
+    - group: {{ sentry.user.group }}
+    - mode: "0750"
+    - makedirs: true
+
+{#- What sentry_backup reads (the cron job runs salt-call --local: no pillar there). No secrets. #}
+sentry-backup-settings:
+  file.serialize:
+    - name: /etc/sentry/backup/{{ program }}.json
+    - serializer: json
+    - makedirs: true
+    - user: root
+    - group: root
+    - mode: "0644"
+    - dataset:
+        dir: {{ derived.dir | json }}
+        keep: {{ backup.keep }}
+        live: {{ backup.live | json }}
+
+sentry-backup-schedule:
+  file.managed:
+    - name: {{ derived.cron_file }}
+    - source: salt://{{ tplroot }}/backup/files/cron.jinja
+    - template: jinja
+    - context:
+        program: {{ program | json }}
+        schedule: {{ backup.schedule | json }}
+        drill_schedule: {{ backup.drill_schedule | json }}
+        salt_call: {{ derived.salt_call | json }}
+        conf_dir: {{ salt["file.dirname"](opts.conf_file) | json }}
+        log: {{ derived.log | json }}
+    - user: root
+    - group: root
+    - mode: "0644"
+    - require:
+      - sentry_service: sentry-backup-cron-service
+      - file: sentry-backup-folder
+      - file: sentry-backup-settings
