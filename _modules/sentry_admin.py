@@ -12,7 +12,8 @@ stop) is ``sentry_server``'s; its data (initialise, export, import, backups)
 ``sentry_data``'s; mending after a killed import or upgrade
 ``sentry_recover``'s; upgrades ``sentry_upgrade``'s; whether a server holds
 what an export holds (the upgrade's health check, devpi-fsck)
-``sentry_health``'s. The names operators know
+``sentry_health``'s; the health level of a running instance and its metrics
+``sentry_monitor``'s (``sentry_admin.health`` hands over). The names operators know
 here (``sentry_admin.status``, ``.version``, ``.export``, ``.import``,
 ``.backups``, ``.upgrade``, ``.upgrade_replica``, ``.wait_synced``,
 ``.last_upgrade``) still answer, handing over.
@@ -366,3 +367,21 @@ upgrade = _handed_over("sentry_upgrade.master")
 upgrade_replica = _handed_over("sentry_upgrade.replica")
 wait_synced = _handed_over("sentry_upgrade.wait_synced")
 last_upgrade = _handed_over("sentry_upgrade.last")
+
+
+def health(instance: str | None = None) -> dict:
+    """
+    The instance's health level, ok, warn or fatal, with a reason for each
+    check that is not ok (``sentry_monitor.health``: server answers, role,
+    replica lag and contact with its master, replication errors, event
+    processing, free disk, last backup and drill). salt-call exits 0 for ok,
+    1 for warn, 2 for fatal.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.health
+        salt-call sentry_admin.health instance=sentry-b
+    """
+    return __salt__["sentry_monitor.health"](instance=instance)
