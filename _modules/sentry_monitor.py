@@ -67,17 +67,30 @@ def _disk(path: str) -> dict | None:
 
 
 # --- the last backup and drill ------------------------------------------------------------
-# The backup work (issue 13, its other half) records its results; _utils/sentry_records.py
-# reads them. Until that module exists, this placeholder reads RECORDS_FILE beside the
-# serverdir: {"backup": {"at": <epoch>, "ok": <bool>, "error": <str|null>}, "drill": {...}}.
-RECORDS_FILE = ".sentry-records-{program}.json"  # PLACEHOLDER until _utils/sentry_records.py
+# The backup work (issue 13, its other half, branch backup) records its runs in
+# <serverdir>.backups.json, read by __utils__["sentry_records.read"](serverdir) as
+# {kind: {"last": {"timestamp", "success", "error", ...}, "last_success": ...}}.
+# Until that module is merged, the PLACEHOLDER below reads the same file itself.
+RECORDS_SUFFIX = ".backups.json"  # PLACEHOLDER: the path _utils/sentry_records.py keeps them at
+
+
+def _read_records(serverdir: str) -> dict:
+    if "sentry_records.read" in __utils__:
+        return __utils__["sentry_records.read"](serverdir)
+    path = os.path.abspath(serverdir).rstrip("/") + RECORDS_SUFFIX  # PLACEHOLDER, as sentry_records.path
+    try:
+        with open(path, encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def records(instance: str | None = None) -> dict:
     """
-    The last backup and the last restore drill of the instance as recorded
-    (``at``: when it finished, epoch seconds; ``ok``; ``error``), ``{}`` when
-    none was recorded.
+    The last backup and the last restore drill of the instance as recorded:
+    ``at`` (when it started, Unix seconds), ``ok``, ``error``; a kind never
+    run is absent.
 
     CLI Example:
 
@@ -86,17 +99,12 @@ def records(instance: str | None = None) -> dict:
         salt '*' sentry_monitor.records
     """
     config = __salt__["sentry_server.settings"](instance)
-    if "sentry_records.read" in __utils__:
-        return __utils__["sentry_records.read"](config) or {}
-    path = os.path.join(config["backup_dir"], RECORDS_FILE.format(program=config["program"]))
-    try:
-        with open(path, encoding="utf-8") as handle:
-            found = json.load(handle)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise CommandExecutionError(f"{path} is unreadable ({exc}): remove it or run a backup again") from None
-    return {kind: found[kind] for kind in ("backup", "drill") if isinstance(found.get(kind), dict)}
+    found = {}
+    for kind, runs in _read_records(config["serverdir"]).items():
+        last = runs.get("last") if isinstance(runs, dict) else None
+        if kind in ("backup", "drill") and isinstance(last, dict):
+            found[kind] = {"at": last.get("timestamp"), "ok": last.get("success"), "error": last.get("error")}
+    return found
 
 
 # --- health -------------------------------------------------------------------------------

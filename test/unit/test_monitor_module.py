@@ -92,10 +92,13 @@ def test_settings_of_an_older_formula_are_refused_naming_what_to_do(instance):
         monitor.health()
 
 
-def test_the_record_placeholder_is_read_beside_the_serverdir(instance, tmp_path):
-    record = {"backup": {"at": 1.0, "ok": False, "error": "disk full"}, "other": 1}
-    (tmp_path / ".sentry-records-sentry-server.json").write_text(json.dumps(record))
-    assert monitor.records() == {"backup": record["backup"]}
+def test_the_backup_record_is_read_beside_the_serverdir(instance, tmp_path):
+    """The shape _utils/sentry_records.py writes (branch backup): the last run and the last success."""
+    failed = {"timestamp": 1.0, "success": False, "error": "disk full", "seconds": 2.0}
+    success = {"timestamp": 0.5, "success": True, "error": None}
+    record = {"backup": {"last": failed, "last_success": success}, "other": 1}
+    (tmp_path / "data.backups.json").write_text(json.dumps(record))
+    assert monitor.records() == {"backup": {"at": 1.0, "ok": False, "error": "disk full"}}
     reasons = monitor.health()["reasons"]
     assert [reason["message"] for reason in reasons][:1] == ["the last backup failed: disk full"]
 
