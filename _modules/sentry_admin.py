@@ -12,11 +12,12 @@ stop) is ``sentry_server``'s; its data (initialise, export, import, backups)
 ``sentry_data``'s; mending after a killed import or upgrade
 ``sentry_recover``'s; upgrades ``sentry_upgrade``'s; whether a server holds
 what an export holds (the upgrade's health check, devpi-fsck)
-``sentry_health``'s; backups and restore drills ``sentry_backup``'s. The
+``sentry_health``'s; backups and restore drills ``sentry_backup``'s; the
+health level of a running instance and its metrics ``sentry_monitor``'s. The
 names operators know here (``sentry_admin.status``, ``.version``,
 ``.export``, ``.import``, ``.backups``, ``.upgrade``, ``.upgrade_replica``,
-``.wait_synced``, ``.last_upgrade``, ``.backup``, ``.verify_backup``) answer,
-handing over.
+``.wait_synced``, ``.last_upgrade``, ``.backup``, ``.verify_backup``,
+``.health``) answer, handing over.
 
 :depends: the ``sentry`` Debian package
 """
@@ -369,3 +370,21 @@ wait_synced = _handed_over("sentry_upgrade.wait_synced")
 last_upgrade = _handed_over("sentry_upgrade.last")
 backup = _handed_over("sentry_backup.run")
 verify_backup = _handed_over("sentry_backup.drill")
+
+
+def health(instance: str | None = None) -> dict:
+    """
+    The instance's health level, ok, warn or fatal, with a reason for each
+    check that is not ok (``sentry_monitor.health``: server answers, role,
+    replica lag and contact with its master, replication errors, event
+    processing, free disk, last backup and drill). salt-call exits 0 for ok,
+    1 for warn, 2 for fatal.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_admin.health
+        salt-call sentry_admin.health instance=sentry-b
+    """
+    return __salt__["sentry_monitor.health"](instance=instance)

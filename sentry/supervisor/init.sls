@@ -35,6 +35,7 @@ sentry-supervisor-instance-settings:
         nginx_service: {{ sentry.nginx.service | json }}
         supervisor_socket: {{ sentry.supervisor.socket | json }}
         ready_timeout: {{ sentry.supervisor.ready_timeout }}
+        health: {{ sentry.derived.health | json }}
 
 sentry-supervisor-package:
   pkg.installed:

@@ -257,6 +257,16 @@ class SaltCluster:
             time.sleep(0.5)
         pytest.fail(f"minion {minion_id} did not answer the master within {timeout}s\n{self.minion_log(minion_id)}")
 
+    def restart_minion(self, minion_id: str, timeout: float = MINION_START_TIMEOUT) -> None:
+        """Stop the minion daemon (by its pid file) and start it again: it rereads its configuration."""
+        host = self.hosts[minion_id]
+        pid = int(host.path(f"{MINION_ROOT}/var/run/salt-minion.pid").read_text())
+        host.run(["kill", str(pid)])
+        host.wait_for(f"! kill -0 {pid} 2>/dev/null", timeout=timeout)
+        salt_minion = REPO / ".venv" / "bin" / "salt-minion"
+        host.sh(f"setsid {salt_minion} -c {MINION_CONF} -d </dev/null >/dev/null 2>&1", timeout=60)
+        self._wait_for_minion(minion_id, timeout)
+
     def minion_log(self, minion_id: str) -> str:
         log = self.hosts[minion_id].path(f"{MINION_ROOT}/var/log/salt/minion")
         return log.read_text(errors="replace")[-5000:] if log.exists() else "(no minion log)"

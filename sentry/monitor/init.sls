@@ -1,0 +1,66 @@
+{#- Watch the instance (opt-in, not part of `sentry`): cron writes its metrics for node_exporter's
+    textfile collector every minute, and the sentry_health beacon fires Salt events when its
+    health changes level. Both ask sentry_monitor, which reads the thresholds from the
+    instance's settings (sentry.supervisor renders them from monitor:health). #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import sentry with context %}
+{%- set monitor, program = sentry.monitor, sentry.server.program %}
+{%- set derived = sentry.derived.monitor %}
+{%- set salt_call = derived.salt_call ~ " -c " ~ derived.conf_dir ~ " --local --out=quiet --log-level=warning" %}
+
+include:
+  - {{ tplroot }}.supervisor
+
+sentry-monitor-cron-package:
+  pkg.installed:
+    - name: {{ monitor.cron_package }}
+
+{#- Started through systemd when it is PID 1, else through Debian's init script. #}
+sentry-monitor-cron-service:
+  sentry_service.running:
+    - name: {{ monitor.cron_service }}
+    - enable: true
+    - require:
+      - pkg: sentry-monitor-cron-package
+
+{#- The textfile collector's directory (prometheus-node-exporter owns it where installed). #}
+sentry-monitor-metrics-dir:
+  file.directory:
+    - name: {{ salt["file.dirname"](monitor.metrics_file) }}
+    - makedirs: true
+
+{#- salt-call --local with this minion's configuration: the synced modules, no master asked. #}
+sentry-monitor-cron-job:
+  file.managed:
+    - name: {{ derived.cron_file }}
+    - user: root
+    - group: root
+    - mode: "0644"
+    - contents: |
+        # sentry.monitor: the metrics of {{ program }} for node_exporter, every minute (managed by Salt)
+        * * * * * root {{ salt_call }} sentry_monitor.write_metrics {{ monitor.metrics_file }} instance={{ program }} >/dev/null
+    - require:
+      - file: sentry-monitor-metrics-dir
+      - file: sentry-supervisor-instance-settings
+      - pkg: sentry-monitor-cron-package
+
+{#- Read when salt-minion starts (restart it after the first apply that adds or changes it). #}
+sentry-monitor-beacon-config:
+{%- if monitor.beacon %}
+  file.serialize:
+    - name: {{ derived.beacon_file }}
+    - serializer: yaml
+    - user: root
+    - group: root
+    - mode: "0644"
+    - makedirs: true
+    - dataset:
+        beacons:
+          sentry_health_{{ program }}:
+            - beacon_module: sentry_health
+            - instance: {{ program }}
+            - interval: {{ monitor.beacon_interval }}
+{%- else %}
+  file.absent:
+    - name: {{ derived.beacon_file }}
+{%- endif %}
