@@ -14,7 +14,6 @@ events when the level changes.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -67,23 +66,6 @@ def _disk(path: str) -> dict | None:
 
 
 # --- the last backup and drill ------------------------------------------------------------
-# The backup work (issue 13, its other half, branch backup) records its runs in
-# <serverdir>.backups.json, read by __utils__["sentry_records.read"](serverdir) as
-# {kind: {"last": {"timestamp", "success", "error", ...}, "last_success": ...}}.
-# Until that module is merged, the PLACEHOLDER below reads the same file itself.
-RECORDS_SUFFIX = ".backups.json"  # PLACEHOLDER: the path _utils/sentry_records.py keeps them at
-
-
-def _read_records(serverdir: str) -> dict:
-    if "sentry_records.read" in __utils__:
-        return __utils__["sentry_records.read"](serverdir)
-    path = os.path.abspath(serverdir).rstrip("/") + RECORDS_SUFFIX  # PLACEHOLDER, as sentry_records.path
-    try:
-        with open(path, encoding="utf-8") as handle:
-            found = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def records(instance: str | None = None) -> dict:
@@ -100,7 +82,7 @@ def records(instance: str | None = None) -> dict:
     """
     config = __salt__["sentry_server.settings"](instance)
     found = {}
-    for kind, runs in _read_records(config["serverdir"]).items():
+    for kind, runs in __utils__["sentry_records.read"](config["serverdir"]).items():
         last = runs.get("last") if isinstance(runs, dict) else None
         if kind in ("backup", "drill") and isinstance(last, dict):
             found[kind] = {"at": last.get("timestamp"), "ok": last.get("success"), "error": last.get("error")}
