@@ -2,6 +2,7 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 
 include:
+  - {{ tplroot }}.monitor.clean
   - {{ tplroot }}.backup.clean
   - {{ tplroot }}.nginx.clean
   - {{ tplroot }}.supervisor.clean

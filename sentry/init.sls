@@ -15,3 +15,6 @@ include:
 {%- if sentry.backup.enabled %}
   - {{ tplroot }}.backup
 {%- endif %}
+{%- if sentry.monitor.enabled %}
+  - {{ tplroot }}.monitor
+{%- endif %}

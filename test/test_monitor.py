@@ -44,7 +44,7 @@ PROMTOOL = shutil.which("promtool")
 
 def pillars(sentry_deb, master_address: str, replica_address: str) -> dict[str, dict]:
     package = {"source": "deb", "deb": str(sentry_deb)}
-    monitor = {"health": HEALTH, "beacon_interval": BEACON_INTERVAL}
+    monitor = {"enabled": True, "health": HEALTH, "beacon_interval": BEACON_INTERVAL}
     return {
         MASTER: {
             "sentry": {
@@ -116,7 +116,7 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def deployed(salt_factories, sentry_deb, tmp_path_factory):
-    state_top = {MASTER: ["sentry", "sentry.monitor"], REPLICA: ["sentry", "sentry.monitor"]}
+    state_top = {MASTER: ["sentry"], REPLICA: ["sentry"]}  # monitor:enabled makes sentry.monitor part of it
     with SaltCluster(
         salt_factories, tmp_path_factory.mktemp("monitor"), master_id="sentry-monitor", state_top=state_top
     ) as cluster:

@@ -5,17 +5,8 @@
 {%- set backup, derived = sentry.backup, sentry.derived.backup %}
 {%- set program = sentry.server.program %}
 
-sentry-backup-cron-package:
-  pkg.installed:
-    - name: {{ backup.cron_package }}
-
-{#- Started through systemd when it is PID 1, else through Debian's init script. #}
-sentry-backup-cron-service:
-  sentry_service.running:
-    - name: {{ backup.cron_service }}
-    - enable: true
-    - require:
-      - pkg: sentry-backup-cron-package
+include:
+  - {{ tplroot }}.cron
 
 {#- Backups hold password hashes: root's and the service group's only. #}
 sentry-backup-folder:
@@ -49,13 +40,13 @@ sentry-backup-schedule:
         program: {{ program | json }}
         schedule: {{ backup.schedule | json }}
         drill_schedule: {{ backup.drill_schedule | json }}
-        salt_call: {{ derived.salt_call | json }}
-        conf_dir: {{ salt["file.dirname"](opts.conf_file) | json }}
+        salt_call: {{ sentry.derived.cron.salt_call | json }}
+        conf_dir: {{ sentry.derived.cron.conf_dir | json }}
         log: {{ derived.log | json }}
     - user: root
     - group: root
     - mode: "0644"
     - require:
-      - sentry_service: sentry-backup-cron-service
+      - sentry_service: sentry-cron-service
       - file: sentry-backup-folder
       - file: sentry-backup-settings

@@ -1,4 +1,4 @@
-{#- Watch the instance (opt-in, not part of `sentry`): cron writes its metrics for node_exporter's
+{#- Watch the instance (opt-in: monitor:enabled makes it part of `sentry`): cron writes its metrics for node_exporter's
     textfile collector every minute, and the sentry_health beacon fires Salt events when its
     health changes level. Both ask sentry_monitor, which reads the thresholds from the
     instance's settings (sentry.supervisor renders them from monitor:health). #}
@@ -6,22 +6,11 @@
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
 {%- set monitor, program = sentry.monitor, sentry.server.program %}
 {%- set derived = sentry.derived.monitor %}
-{%- set salt_call = derived.salt_call ~ " -c " ~ derived.conf_dir ~ " --local --out=quiet --log-level=warning" %}
+{%- set salt_call = sentry.derived.cron.salt_call ~ " -c " ~ sentry.derived.cron.conf_dir ~ " --local --out=quiet --log-level=warning" %}
 
 include:
   - {{ tplroot }}.supervisor
-
-sentry-monitor-cron-package:
-  pkg.installed:
-    - name: {{ monitor.cron_package }}
-
-{#- Started through systemd when it is PID 1, else through Debian's init script. #}
-sentry-monitor-cron-service:
-  sentry_service.running:
-    - name: {{ monitor.cron_service }}
-    - enable: true
-    - require:
-      - pkg: sentry-monitor-cron-package
+  - {{ tplroot }}.cron
 
 {#- The textfile collector's directory (prometheus-node-exporter owns it where installed). #}
 sentry-monitor-metrics-dir:
@@ -42,7 +31,7 @@ sentry-monitor-cron-job:
     - require:
       - file: sentry-monitor-metrics-dir
       - file: sentry-supervisor-instance-settings
-      - pkg: sentry-monitor-cron-package
+      - sentry_service: sentry-cron-service
 
 {#- Read when salt-minion starts (restart it after the first apply that adds or changes it). #}
 sentry-monitor-beacon-config:

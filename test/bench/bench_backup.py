@@ -139,8 +139,8 @@ def main() -> int:
                 "enabled": True,
                 "schedule": "",
                 "drill_schedule": "",
-                "salt_call": str(REPO / ".venv" / "bin" / "salt-call"),
             },
+            "cron": {"salt_call": str(REPO / ".venv" / "bin" / "salt-call")},
         }
     }
     with new_host("bench-backup") as host:
