@@ -5,27 +5,23 @@ which step failed and what it put back; nothing is deleted. The instance
 (package, serverdir, program, nginx service, URL) is the one the formula
 rendered (``sentry_server.settings``), so the orchestration (``sentry.upgrade``)
 passes only the version. Results are appended to ``upgrades.jsonl`` in the
-service user's home (``sentry_upgrade.last``).
+service user's home (``sentry_upgrade.last``; _utils/sentry_history.py). The
+bookkeeping of an attempt (steps, journal, rollback) is _utils/sentry_attempt.py.
 
 :depends: the ``sentry`` Debian package
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import time
 from collections.abc import Callable
 
 from salt.exceptions import CommandExecutionError
 
-log = logging.getLogger(__name__)
-
 __virtualname__ = "sentry_upgrade"
 
 SERVER_BIN = "/usr/sbin/sentry-server"
-UPGRADE_LOG = "upgrades.jsonl"
 
 
 def __virtual__():
@@ -57,14 +53,7 @@ def _install(package: str, version: str, refresh: bool, back: bool = False) -> N
 
 
 def _record(result: dict, config: dict) -> None:
-    """Append the result, with the instance's program, to the upgrade log in the service user's home
-    (read by last()); instances of one user share the file."""
-    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "program": config["program"], **result}
-    try:
-        with open(os.path.join(config["home"], UPGRADE_LOG), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-    except OSError as exc:
-        log.warning("sentry_upgrade: could not record the upgrade in %s: %s", config["home"], exc)
+    __utils__["sentry_history.record"](config["home"], config["program"], result)
 
 
 def last(instance: str | None = None) -> dict | None:
@@ -81,69 +70,37 @@ def last(instance: str | None = None) -> dict | None:
         salt '*' sentry_upgrade.last instance=sentry-b
     """
     config = _settings(instance)
-    try:
-        with open(os.path.join(config["home"], UPGRADE_LOG), encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        entry = json.loads(line)
-        if entry.get("program", config["program"]) == config["program"]:  # entries before 'program' was kept
-            return entry
-    return None
+    return __utils__["sentry_history.last"](config["home"], config["program"])
 
 
-class _Steps:
-    """Which step an upgrade is in, and how long each one took."""
-
-    def __init__(self) -> None:
-        self.current = "start"
-        self.seconds: dict[str, float] = {}
-        self._started = time.monotonic()
-
-    def __call__(self, name: str) -> None:
-        now = time.monotonic()
-        self.seconds[self.current] = round(now - self._started, 2)
-        self.current, self._started = name, now
-
-    def done(self) -> dict[str, float]:
-        self("done")
-        self.seconds.pop("start", None)
-        return self.seconds
+def _journal() -> dict:
+    """The journal beside the serverdir, as sentry_attempt's Attempt writes it."""
+    return {name: __utils__[f"sentry_journal.{name}"] for name in ("begin", "update", "end")}
 
 
-class _Attempt:
-    """One upgrade attempt: its steps (timed) and what it changed so far, kept in memory for the
-    rollback and in the journal beside the serverdir, written before each change, so that a crash
-    leaves a trail for sentry_data.recover instead of an empty server."""
-
-    def __init__(self, operation: str, config: dict, version_before: str, version: str) -> None:
-        self.steps = _Steps()
-        self.changed = {"stopped": False, "nginx_stopped": False, "backup": None, "installed": False}
-        self._serverdir = config["serverdir"]
-        self._facts = {"program": config["program"], "version_before": version_before, "version": version}
-        self._operation, self._begun = operation, False
-
-    def step(self, name: str) -> None:
-        self.steps(name)
-        if self._begun:
-            __utils__["sentry_journal.update"](self._serverdir, step=name)
-
-    def begin(self) -> None:
-        """From here on the attempt changes things: refuses over another's trail."""
-        __utils__["sentry_journal.begin"](self._serverdir, self._operation, step=self.steps.current, **self._facts)
-        self._begun = True
-
-    def mark(self, **changes) -> None:
-        """Record ``changes`` before making them."""
-        self.changed.update(changes)
-        __utils__["sentry_journal.update"](self._serverdir, **changes)
-
-    def end(self) -> None:
-        __utils__["sentry_journal.end"](self._serverdir)
+def _host_actions(config: dict) -> dict:
+    """What a rollback does on this host (sentry_attempt.roll_back's ``act``)."""
+    package, program = config["package"], config["program"]
+    return {
+        "stop": lambda: __salt__["sentry_server.stop"](program),
+        "start": lambda: _start(config),
+        "start_nginx": lambda: __salt__["sentry_service.start"](config["nginx_service"]),
+        "put_back": __utils__["sentry_backups.put_back"],
+        "installed": lambda: __salt__["pkg.version"](package),
+        "reinstall": lambda version: _install(package, version, refresh=False, back=True),
+        "answers": lambda: _status(config)["up"],
+    }
 
 
-def _stop_writes_and_reads(attempt: _Attempt, config: dict) -> None:
+def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], None] = lambda: None) -> str:
+    """Undo what this attempt changed (``state``); returns what was done, raises naming what is left otherwise.
+
+    ``settled`` runs once data and package are back, before anything starts (it ends the journal).
+    """
+    return __utils__["sentry_attempt.roll_back"](state, version, config, _host_actions(config), settled)
+
+
+def _stop_writes_and_reads(attempt, config: dict) -> None:
     # The server first: its exit ends the replicas' long polls of /+changelog,
     # which nginx's graceful stop would otherwise wait out (5 s on Debian).
     attempt.mark(stopped=True)
@@ -153,7 +110,7 @@ def _stop_writes_and_reads(attempt: _Attempt, config: dict) -> None:
         __salt__["sentry_service.stop"](config["nginx_service"])
 
 
-def _move_data_aside(attempt: _Attempt, config: dict) -> None:
+def _move_data_aside(attempt, config: dict) -> None:
     """To ``_data-backup-<timestamp>``, named in the journal before it moves."""
     attempt.mark(backup=__utils__["sentry_backups.new_path"](config["backup_dir"], "backup"))
     __utils__["sentry_backups.move_aside"](config["serverdir"], "backup", attempt.changed["backup"])
@@ -241,22 +198,13 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         salt sentry-master sentry_upgrade.master 6.20.3-1
     """
     config = _settings(instance)
-    package, nginx_service = config["package"], config["nginx_service"]
-    recovered = _recover_first(config)
-    before_version = __salt__["pkg.version"](package)
-    if not before_version:
-        raise CommandExecutionError(f"{package} is not installed: nothing to upgrade (apply the sentry state first)")
+    recovered, before_version = _begin(config)
     if before_version == version:
         __utils__["sentry_api.status"](config["url"])  # answers, or says why not
         return {"changed": False, "role": "master", "version": {"old": before_version, "new": version}}
     _check_master(config, version)
-    attempt = _Attempt("upgrade", config, before_version, version)
-    try:
-        attempt.step("download")
-        _fetch(package, version, refresh)
-        down_at = time.monotonic()
-        attempt.step("stop")
-        attempt.begin()
+
+    def upgrade(attempt, down: Callable[[], float]) -> dict:
         _stop_writes_and_reads(attempt, config)
         attempt.step("export")
         exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
@@ -266,7 +214,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         _move_data_aside(attempt, config)
         attempt.step("install")
         attempt.mark(installed=True)
-        _install(package, version, refresh=False)
+        _install(config["package"], version, refresh=False)
         attempt.step("import")
         imported = __salt__["sentry_data.import"](
             exported["path"], stop=False, restart=False, instance=config["program"]
@@ -276,26 +224,65 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         _start(config)
         attempt.step("health check")
         checked = __salt__["sentry_health.check"](exported["path"], instance=config["program"], expected=expected)
-        write_outage = round(time.monotonic() - down_at, 2)
+        write_outage = down()
         attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
         attempt.step("start nginx")
-        if nginx_service:
-            __salt__["sentry_service.start"](nginx_service)
-        down = round(time.monotonic() - down_at, 2)
+        if config["nginx_service"]:
+            __salt__["sentry_service.start"](config["nginx_service"])
+        return {
+            "export": exported,
+            "import": imported,
+            "health": checked,
+            "write_outage_seconds": write_outage,
+            "read_outage_seconds": 0.0 if reads_elsewhere else down(),
+        }
+
+    return _attempt("master", config, before_version, version, refresh, upgrade, recovered)
+
+
+def _begin(config: dict) -> tuple[dict | None, str]:
+    """Before an upgrade: what an interrupted one left put back first; the version installed now."""
+    recovered = _recover_first(config)
+    installed = __salt__["pkg.version"](config["package"])
+    if not installed:
+        raise CommandExecutionError(
+            f"{config['package']} is not installed: nothing to upgrade (apply the sentry state first)"
+        )
+    return recovered, installed
+
+
+def _attempt(
+    role: str,
+    config: dict,
+    before_version: str,
+    version: str,
+    refresh: bool,
+    body: Callable,
+    recovered: dict | None,
+) -> dict:
+    """The shape master and replica upgrades share: download (while it still serves), begin the trail at
+    'stop', run ``body(attempt, down)`` (``down()``: seconds since the stop), roll back on any failure,
+    end the trail, record the result (``body``'s fields beside the common ones)."""
+    operation = "upgrade" if role == "master" else "replica upgrade"
+    attempt = __utils__["sentry_attempt.new"](operation, config, before_version, version, _journal())
+    try:
+        if before_version != version:
+            attempt.step("download")
+            _fetch(config["package"], version, refresh)
+        down_at = time.monotonic()
+        attempt.step("stop")
+        attempt.begin()
+        fields = body(attempt, lambda: round(time.monotonic() - down_at, 2))
     except Exception as exc:  # whatever failed, the old server comes back
         rolled_back = _roll_back(attempt.changed, before_version, config, settled=attempt.end)
-        raise _give_up("master", version, attempt.steps.current, exc, rolled_back, config) from None
+        raise _give_up(role, version, attempt.steps.current, exc, rolled_back, config) from None
     attempt.end()
     result = {
         "changed": True,
-        "role": "master",
-        "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
-        "export": exported,
-        "import": imported,
+        "role": role,
+        "version": {"old": before_version, "new": __salt__["pkg.version"](config["package"])},
         "backup": attempt.changed["backup"],
-        "health": checked,
-        "write_outage_seconds": write_outage,
-        "read_outage_seconds": 0.0 if reads_elsewhere else down,
+        **fields,
         "steps": attempt.steps.done(),
         **({"recovered_first": recovered} if recovered else {}),
     }
@@ -314,66 +301,6 @@ def _give_up(
     what = "upgrade" if role == "master" else "replica upgrade"
     return CommandExecutionError(
         f"{what} to {version} failed at step '{failed_step}': {exc}. Rolled back: {rolled_back}"
-    )
-
-
-def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], None] = lambda: None) -> str:
-    """Undo what this attempt changed (``state``); returns what was done, raises naming what is left otherwise.
-
-    ``settled`` runs once data and package are back, before anything starts (it ends the journal).
-    """
-    done, package, serverdir, program = [], config["package"], config["serverdir"], config["program"]
-    putting_back = bool(state["backup"] or state["installed"])
-    try:
-        if state["stopped"] and putting_back:
-            __salt__["sentry_server.stop"](program)  # nothing serves while data and package go back
-        if state["backup"]:
-            failed = __utils__["sentry_backups.put_back"](serverdir, state["backup"])
-            done.append((f"new data kept in {failed}, " if failed else "") + f"old data back in {serverdir}")
-            state["backup"] = None
-        if state["installed"] and __salt__["pkg.version"](package) != version:
-            _install(package, version, refresh=False, back=True)
-            done.append(f"{package} {version} reinstalled")
-        settled()
-        if state["stopped"] and not putting_back and _status(config)["up"]:
-            done.append("server still running")  # its stop did not take: nothing else had changed
-        elif state["stopped"]:
-            _start(config)
-            done.append("server running")
-        if state["nginx_stopped"]:
-            __salt__["sentry_service.start"](config["nginx_service"])
-            done.append("nginx running")
-    except Exception as exc:
-        by_hand = [f"stop {program}"] if state["stopped"] and putting_back else []
-        if state["backup"]:
-            by_hand.append(f"put {state['backup']} back at {serverdir}")
-        if state["installed"]:
-            by_hand.append(f"install {package}={version}")
-        if state["stopped"]:
-            by_hand.append(f"start {program}")
-        if state["nginx_stopped"]:
-            by_hand.append(f"start {config['nginx_service']}")
-        raise CommandExecutionError(
-            f"ROLLBACK FAILED ({exc}) after: {'; '.join(done) or 'nothing'}. Once the cause is fixed, "
-            f"'salt-call sentry_data.recover' finishes it; or by hand: {', '.join(by_hand)}."
-        ) from None
-    return "; ".join(done) or "nothing had changed"
-
-
-def _master_status(master_url: str) -> dict:
-    """The master's /+status as its replicas see it (through its nginx)."""
-    code, body = __utils__["sentry_api.request"]("GET", f"{master_url.rstrip('/')}/+status")
-    if code != 200:
-        raise CommandExecutionError(f"the master at {master_url} answered {code} to /+status")
-    return body["result"]
-
-
-def _follows(replica: dict, master_: dict) -> bool:
-    """Whether ``replica`` (status()) follows this very master and has all it has."""
-    return (
-        replica.get("master_uuid") == master_.get("uuid")
-        and isinstance(replica.get("serial"), int)
-        and replica["serial"] >= master_.get("serial", 0)
     )
 
 
@@ -396,12 +323,12 @@ def wait_synced(timeout: float = 600, instance: str | None = None) -> dict:
     """
     config = _settings(instance)
     master_url = _master_url(config)
-    master_ = _master_status(master_url)
+    master_ = __utils__["sentry_api.master_status"](master_url)
     deadline = time.monotonic() + timeout
     caught_up_at = None
     while True:
         current = _status(config)
-        if current["up"] and _follows(current, master_):
+        if current["up"] and __utils__["sentry_api.follows"](current, master_):
             # Then every release file too, where the server tells: its queue was empty since.
             caught_up_at = caught_up_at or time.time()
             if "files_in_sync_at" not in current or (current["files_in_sync_at"] or 0) >= caught_up_at:
@@ -440,55 +367,35 @@ def replica(
         salt 'sentry-replica*' sentry_upgrade.replica 6.20.3-1
     """
     config = _settings(instance)
-    package, serverdir, master_url = config["package"], config["serverdir"], _master_url(config)
-    recovered = _recover_first(config)
-    before_version = __salt__["pkg.version"](package)
-    if not before_version:
-        raise CommandExecutionError(f"{package} is not installed: nothing to upgrade (apply the sentry state first)")
-    master_ = _master_status(master_url)
+    master_url = _master_url(config)
+    recovered, before_version = _begin(config)
+    master_ = __utils__["sentry_api.master_status"](master_url)
     current = _status(config)
-    if before_version == version and current["up"] and _follows(current, master_):
+    if before_version == version and current["up"] and __utils__["sentry_api.follows"](current, master_):
         return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
     if before_version != version:
         _refuse_shared_package(config, version)
-    attempt = _Attempt("replica upgrade", config, before_version, version)
-    try:
-        if before_version != version:
-            attempt.step("download")
-            _fetch(package, version, refresh)
-        down_at = time.monotonic()
-        attempt.step("stop")
-        attempt.begin()
+
+    def remake(attempt, down: Callable[[], float]) -> dict:
         attempt.mark(stopped=True)
         __salt__["sentry_server.stop"](config["program"])
         attempt.step("install")
         if before_version != version:
             attempt.mark(installed=True)
-            _install(package, version, refresh=False)
+            _install(config["package"], version, refresh=False)
         attempt.step("move data aside")
         _move_data_aside(attempt, config)
         attempt.step("initialise")
-        __salt__["sentry_data.initialise"](serverdir, master_url=master_url, user=config["user"])
+        __salt__["sentry_data.initialise"](config["serverdir"], master_url=master_url, user=config["user"])
         attempt.step("start server")
         attempt.mark(serve=True)
         _start(config)
         attempt.step("catch up")
-        synced = wait_synced(timeout=sync_timeout, instance=config["program"])
-        down = round(time.monotonic() - down_at, 2)
-    except Exception as exc:  # whatever failed, the old replica comes back
-        rolled_back = _roll_back(attempt.changed, before_version, config, settled=attempt.end)
-        raise _give_up("replica", version, attempt.steps.current, exc, rolled_back, config) from None
-    attempt.end()
-    result = {
-        "changed": True,
-        "role": "replica",
-        "version": {"old": before_version, "new": __salt__["pkg.version"](package)},
-        "backup": attempt.changed["backup"],
-        "serial": synced["serial"],
-        "down_seconds": down,
-        "read_outage_seconds": 0.0 if reads_elsewhere else down,
-        "steps": attempt.steps.done(),
-        **({"recovered_first": recovered} if recovered else {}),
-    }
-    _record(result, config)
-    return result
+        synced, seconds = wait_synced(timeout=sync_timeout, instance=config["program"]), down()
+        return {
+            "serial": synced["serial"],
+            "down_seconds": seconds,
+            "read_outage_seconds": 0.0 if reads_elsewhere else seconds,
+        }
+
+    return _attempt("replica", config, before_version, version, refresh, remake, recovered)

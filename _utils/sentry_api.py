@@ -100,3 +100,20 @@ def describe_status(base: str, result: dict) -> dict:
 def status(base: str) -> dict:
     """describe_status() of the server at ``base``; raises when it does not answer or answers an error."""
     return describe_status(base, get(f"{base}/+status", f"GET {base}/+status"))
+
+
+def master_status(master_url: str) -> dict:
+    """The master's raw /+status result as its replicas see it (through its nginx)."""
+    code, body = request("GET", f"{master_url.rstrip('/')}/+status")
+    if code != 200:
+        raise CommandExecutionError(f"the master at {master_url} answered {code} to /+status")
+    return body["result"]
+
+
+def follows(replica: dict, master: dict) -> bool:
+    """Whether ``replica`` (status()) follows this very ``master`` (master_status()) and has all it has."""
+    return (
+        replica.get("master_uuid") == master.get("uuid")
+        and isinstance(replica.get("serial"), int)
+        and replica["serial"] >= master.get("serial", 0)
+    )

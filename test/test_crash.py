@@ -1,5 +1,5 @@
 """Crash safety (issue 12): kill -9 of salt-call and all its children in the middle of an export, an
-import and a master upgrade, then apply; recover, or run the upgrade again.
+import, a master upgrade and a replica upgrade, then apply; recover, or run the upgrade again.
 
 One test host is deployed at the older sentry version from a local apt
 repository, with a user, two indexes and WHEELS release files. Each case
@@ -17,6 +17,13 @@ served through nginx, the package at a coherent version, ``dpkg --audit``
 clean, and an apply that changes nothing. The cases share the host and leave
 it as they found it (the older version, the same data): 3 to 8 minutes in
 all on a 2-core machine shared with other runs.
+
+The replica cases have a master and a replica host of their own, deployed at
+the older version; the master is then upgraded (a new uuid: the replica's data
+is stale, as in sentry.upgrade) and ``sentry_upgrade.replica`` is killed at
+each step. The apply refuses, naming the backup and sentry_data.recover, and
+initialises nothing; the upgrade run again ends with a replica that holds
+what the master holds and follows it, the old data kept aside.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import pytest
 from support.aptrepo import use_apt_repo
 from support.client import PIP_VENV, sentry_client
 from support.host_roots import new_host
+from support.hosts import host_address
 from support.masterless import MasterlessSalt, StateRun
 from support.paths import REPO
 from support.wheels import make_wheel
@@ -574,3 +582,236 @@ def back_to_old(deployment: Crashable, backup: str) -> None:
     applied = deployment.apply(deployment.old)
     assert applied.succeeded, applied.failed or applied.errors
     assert deployment.snapshot() == deployment.baseline
+
+
+# --- a replica upgrade ------------------------------------------------------------
+
+REPLICATED_NUMBERS = (45, 46)  # host_address() of the master and the replica
+REPLICA_SECRET = "crash-replica-secret-0123456789abcdef"
+BASE_REPLICA = f"{HOME}/base-replica"  # the replica's old data, for each case to start from
+REPLICA_WHEELS = 8
+# Every step of sentry_upgrade.replica that writes the trail and lasts long enough to be caught
+# ('move data aside' is a rename between two writes of it).
+REPLICA_STEPS = ("stop", "install", "initialise", "start server", "catch up")
+# (step, how it is mended): the upgrade run again at each step; sentry_data.recover where the most is undone.
+REPLICA_CASES = [*((step, "rerun") for step in REPLICA_STEPS), ("catch up", "recover")]
+
+
+def master_pillar(version: str, replica_address: str) -> dict:
+    return {
+        "sentry": {
+            "package": {"source": "repo", "version": version},
+            "server": {
+                "root_password": ROOT_PASSWORD,
+                "role": "primary",
+                "secret": REPLICA_SECRET,
+                "no_root_pypi": True,
+                "offline_mode": True,
+            },
+            "nginx": {"replica_addresses": [replica_address]},
+            "bootstrap": {"users": {OWNER: {"password": OWNER_PASSWORD}}, "indexes": {"carol/dev": {"bases": []}}},
+        }
+    }
+
+
+def replica_pillar(version: str, master_address: str) -> dict:
+    return {
+        "sentry": {
+            "package": {"source": "repo", "version": version},
+            "server": {"master_url": f"http://{master_address}", "secret": REPLICA_SECRET},
+        }
+    }
+
+
+class Replicated:
+    """A master (upgraded to the newer version) and its replica (the older one, its data stale)."""
+
+    def __init__(self, master: Crashable, replica: Crashable, master_address: str, folder: Path) -> None:
+        self.master, self.replica, self.master_address, self.folder = master, replica, master_address, folder
+        self.old_on_disk: dict[str, str] = {}  # the replica's release files before the master's upgrade
+        self.uploads = 0
+
+    def upload(self) -> str:
+        """One more release file on the master, through its nginx; its file name."""
+        self.uploads += 1
+        local = self.folder / f"late-{self.uploads}"
+        local.mkdir()
+        wheel = make_wheel(local, "crash-late", f"2.{self.uploads}", payload=f"late {self.uploads}")
+        host = self.master.host
+        host.path("/srv/late").mkdir(parents=True, exist_ok=True)
+        host.path(f"/srv/late/{wheel.name}").write_bytes(wheel.read_bytes())
+        sentry_client(host, "use", f"{NGINX_URL}/carol/dev")
+        sentry_client(host, "login", OWNER, password=OWNER_PASSWORD)  # anew: the master was upgraded since
+        sentry_client(host, "upload", f"/srv/late/{wheel.name}")
+        return wheel.name
+
+    def replica_serves(self, name: str, timeout: float = 60) -> None:
+        """The replica's nginx lists ``name`` on carol/dev within ``timeout`` seconds."""
+        self.replica.host.wait_for(
+            f"curl -fsS --max-time 5 {NGINX_URL}/carol/dev/+simple/crash-late/ | grep -q {shlex.quote(name)}",
+            timeout=timeout,
+        )
+
+    def status(self) -> dict | None:
+        """The replica's /+status, or None when nothing answers."""
+        ran = self.replica.host.run(
+            ["curl", "-fsS", "--max-time", "5", "-H", "Accept: application/json", f"{SERVER_URL}/+status"],
+            check=False,
+        )
+        return json.loads(ran.stdout)["result"] if ran.returncode == 0 else None
+
+    def set_replica_pillar(self, version: str) -> None:
+        self.replica.salt.set_pillar(replica_pillar(version, self.master_address))
+
+    def kept_aside(self) -> list[str]:
+        """The backups and failed attempts beside the replica's serverdir that hold its old release files."""
+        listed = self.replica.call("sentry_data.backups")
+        return [
+            path
+            for path in listed["backup"] + listed["failed"]
+            if self.replica.host.path(f"{path}/+files").is_dir() and self.replica.disk(path) == self.old_on_disk
+        ]
+
+    def reset(self) -> None:
+        """The replica back at the older version on its old data, as before the first case."""
+        host, replica = self.replica.host, self.replica
+        if host.path(TRAIL).exists():
+            replica.salt.call("sentry_data.recover", check=False)
+        host.run(["supervisorctl", "stop", PROGRAM], check=False)
+        host.sh(f"rm -rf {SERVERDIR} {HOME}/_data-* && cp -a {BASE_REPLICA} {SERVERDIR}")
+        if replica.version() != replica.old:
+            host.run(
+                ["apt-get", "install", "-y", "-q", "--allow-downgrades", f"sentry={replica.old}"],
+                env={"DEBIAN_FRONTEND": "noninteractive"},
+            )
+        applied = replica.apply()
+        assert applied.succeeded, applied.failed or applied.errors
+        assert replica.version() == replica.old and replica.disk(SERVERDIR) == self.old_on_disk
+
+
+@pytest.fixture(scope="module")
+def replicated(apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
+    old, new = deb_version(old_sentry_deb), deb_version(sentry_deb)
+    master_address, replica_address = (host_address(number) for number in REPLICATED_NUMBERS)
+    started = time.monotonic()
+    with (
+        new_host("crash-m", address=master_address) as master_host,
+        new_host("crash-r", address=replica_address) as replica_host,
+    ):
+        for host in (master_host, replica_host):
+            use_apt_repo(host, apt_repo)
+        master_salt = MasterlessSalt(master_host, master_pillar(old, replica_address))
+        applied = master_salt.apply("sentry")
+        assert applied.succeeded, applied.failed or applied.errors
+        folder = tmp_path_factory.mktemp("crash-replica-wheels")
+        master_host.path("/srv/wheels").mkdir(parents=True)
+        for number in range(REPLICA_WHEELS):
+            wheel = make_wheel(folder, f"crash-rep-{number % 3}", f"1.{number}", payload=str(number) * 40)
+            master_host.path(f"/srv/wheels/{wheel.name}").write_bytes(wheel.read_bytes())
+        sentry_client(master_host, "use", f"{NGINX_URL}/carol/dev")
+        sentry_client(master_host, "login", OWNER, password=OWNER_PASSWORD)
+        master_host.sh("DEVPI_CLIENTDIR=/tmp/sentry-client sentry upload /srv/wheels/*.whl")
+        replica_salt = MasterlessSalt(replica_host, replica_pillar(old, master_address))
+        applied = replica_salt.apply("sentry")
+        assert applied.succeeded, applied.failed or applied.errors
+        master = Crashable(master_salt, old, new, {})
+        replica = Crashable(replica_salt, old, new, {})
+        deployment = Replicated(master, replica, master_address, folder)
+        replica_salt.call("sentry_upgrade.wait_synced", "timeout=120")
+        deployment.old_on_disk = replica.disk(SERVERDIR)
+        assert len(deployment.old_on_disk) == REPLICA_WHEELS, deployment.old_on_disk
+        replica_host.run(["supervisorctl", "stop", PROGRAM])
+        replica_host.sh(f"cp -a {SERVERDIR} {BASE_REPLICA}")
+        replica_host.run(["supervisorctl", "start", PROGRAM])
+        # As sentry.upgrade does: the master first. Its import gives it a new uuid the old replica data
+        # does not follow; only a remade replica does.
+        upgraded = master.call("sentry_upgrade.master", new, "refresh=False")
+        assert upgraded["changed"] is True, upgraded
+        master_salt.set_pillar(master_pillar(new, replica_address))
+        print(f"\nreplicated hosts deployed, master upgraded to {new} in {time.monotonic() - started:.1f}s")
+        yield deployment
+
+
+@pytest.fixture
+def replica_at_baseline(replicated):
+    """The replica at the older version on its old data, nothing left by earlier cases."""
+    replicated.reset()
+    started = time.monotonic()
+    yield replicated
+    print(f"case took {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.parametrize(
+    ("step", "way"), REPLICA_CASES, ids=[f"{step.replace(' ', '-')}-{way}" for step, way in REPLICA_CASES]
+)
+def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(replica_at_baseline, step, way):
+    deployment = replica_at_baseline
+    replica, host = deployment.replica, deployment.replica.host
+    upgrade = ("sentry_upgrade.replica", replica.new, "refresh=False", "sync_timeout=180")
+    operation = Operation(replica, *upgrade)
+    operation.wait_until(f"step {step!r}", killing_point(replica, step))
+    if step == "install":
+        time.sleep(0.3)  # well into dpkg's unpacking
+    killed = operation.kill()
+    trail = operation.trail()
+    assert trail["operation"] == "replica upgrade" and trail["step"] == step, (trail, killed)
+    if step == "install":
+        assert any("dpkg" in command for command in killed), killed
+    if trail.get("backup") and host.path(trail["backup"]).is_dir():
+        assert replica.disk(trail["backup"]) == deployment.old_on_disk
+    else:  # not moved aside yet
+        assert replica.disk(SERVERDIR) == deployment.old_on_disk
+    left = sorted(str(path) for path in host.path(SERVERDIR).rglob("*"))
+
+    # The apply refuses, naming the backup and what to run, and neither initialises nor starts anything.
+    assert_refused(replica, trail)
+    assert sorted(str(path) for path in host.path(SERVERDIR).rglob("*")) == left, "the apply touched the serverdir"
+    status = deployment.status()
+    if status is not None:  # the old replica whose stop was cut short, or the new one the upgrade started
+        assert status["role"].upper() == "REPLICA", f"a master serves over the trail: {status}"
+    if step in ("install", "initialise"):
+        assert status is None, f"something serves over the trail: {status}"
+
+    if way == "recover":
+        assert_replica_rolled_back(deployment, step)
+        return
+    # The upgrade run again puts back what the killed one left, then remakes the replica.
+    result = replica.call(*upgrade)
+    print(f"rerun: recovered first {result.get('recovered_first')}; steps {result['steps']}")
+    assert result["changed"] is True and result["recovered_first"]["recovered"] is True, result
+    assert result["version"] == {"old": replica.old, "new": replica.new}, result
+    assert replica.version() == replica.new and not host.path(TRAIL).exists()
+    audit = host.run(["dpkg", "--audit"], check=False)
+    assert audit.returncode == 0 and audit.stdout.strip() == "", audit.stdout + audit.stderr
+    status = deployment.status()
+    assert status["role"].upper() == "REPLICA", status
+    # It holds what the master holds, served through its nginx, and follows it.
+    assert replica.snapshot() == deployment.master.snapshot()
+    late = deployment.upload()
+    deployment.replica_serves(late)
+    # The old data was not deleted: aside, beside the serverdir.
+    assert deployment.kept_aside(), replica.call("sentry_data.backups")
+    deployment.set_replica_pillar(replica.new)
+    applied = replica.apply()
+    deployment.set_replica_pillar(replica.old)
+    assert applied.succeeded and applied.changed == {}, applied.changed or applied.failed or applied.errors
+
+
+def assert_replica_rolled_back(deployment: Replicated, step: str) -> None:
+    """sentry_data.recover puts the replica back as it was: the older version on its old data, a replica
+    (stale: the master's new uuid is followed only by a remade one, as before the kill); what the killed
+    upgrade had made is kept as a failed attempt."""
+    replica, host = deployment.replica, deployment.replica.host
+    recovered = replica.call("sentry_data.recover")
+    print(f"recover: {recovered}")
+    assert recovered["rolled_back"] is True and recovered["step"] == step, recovered
+    assert replica.version() == replica.old and not host.path(TRAIL).exists()
+    audit = host.run(["dpkg", "--audit"], check=False)
+    assert audit.returncode == 0 and audit.stdout.strip() == "", audit.stdout + audit.stderr
+    assert replica.disk(SERVERDIR) == deployment.old_on_disk
+    status = deployment.status()
+    assert status and status["role"].upper() == "REPLICA", status
+    listed = replica.call("sentry_data.backups")
+    assert listed["backup"] == [] and len(listed["failed"]) == 1, listed
+    applied = replica.apply()
+    assert applied.succeeded, applied.failed or applied.errors

@@ -16,6 +16,9 @@ from support.loading import load
 settings = load("_utils/sentry_settings.py", "sentry_settings_unit")
 api = load("_utils/sentry_api.py", "sentry_api_unit")
 upgrade = load("_modules/sentry_upgrade.py", "sentry_upgrade_unit")
+attempts = load("_utils/sentry_attempt.py", "sentry_attempt_unit")
+history = load("_utils/sentry_history.py", "sentry_history_unit")
+journal = load("_utils/sentry_journal.py", "sentry_journal_upgrade_unit")
 
 CONFIG = {
     "program": "sentry-b",
@@ -96,18 +99,44 @@ def test_a_replica_status_names_its_master_and_lag():
     ],
 )
 def test_a_replica_follows_only_this_master_with_all_it_has(replica, follows):
-    assert upgrade._follows(replica, {"uuid": "m1", "serial": 9}) is follows
+    assert api.follows(replica, {"uuid": "m1", "serial": 9}) is follows
 
 
 # --- steps and rollback ----------------------------------------------------------------
 
 
 def test_steps_time_each_step_by_name():
-    steps = upgrade._Steps()
+    steps = attempts.Steps()
     steps("download")
     steps("stop")
     assert steps.current == "stop"
     assert list(steps.done()) == ["download", "stop"]
+
+
+def test_an_attempt_leaves_a_trail_only_once_it_changes_things(tmp_path):
+    """Steps before begin() (the download) leave no trail; each change is in it before it is made."""
+    serverdir = str(tmp_path / "data")
+    trail = {name: getattr(journal, name) for name in ("begin", "update", "end")}
+    attempt = attempts.new("replica upgrade", {**CONFIG, "serverdir": serverdir}, "6.14.0-1", "6.20.3-1", trail)
+    attempt.step("download")
+    assert journal.read(serverdir) is None
+    attempt.step("stop")
+    attempt.begin()
+    attempt.mark(stopped=True)
+    attempt.step("move data aside")
+    attempt.mark(backup="/srv/b/_data-backup-1")
+    record = journal.read(serverdir)
+    assert record["operation"] == "replica upgrade" and record["step"] == "move data aside", record
+    assert record["stopped"] is True and record["backup"] == "/srv/b/_data-backup-1", record
+    assert (record["program"], record["version_before"], record["version"]) == ("sentry-b", "6.14.0-1", "6.20.3-1")
+    assert attempt.changed == {**attempts.NOTHING_CHANGED, "stopped": True, "backup": "/srv/b/_data-backup-1"}
+    second = attempts.new("upgrade", {**CONFIG, "serverdir": serverdir}, "6.14.0-1", "6.20.3-1", trail)
+    with pytest.raises(FileExistsError):  # a second attempt over the first one's trail
+        second.begin()
+    second.end()  # its rollback ends it: the first one's trail stays
+    assert journal.read(serverdir)["operation"] == "replica upgrade"
+    attempt.end()
+    assert journal.read(serverdir) is None
 
 
 class Minion:
@@ -145,6 +174,7 @@ class Minion:
         names = ("sentry_server.stop", "sentry_server.start", "sentry_service.start", "pkg.version", "pkg.install")
         module.__salt__ = {name: self.function(name) for name in names}
         module.__utils__ = {name: self.function(name) for name in ("sentry_backups.put_back", "sentry_api.status")}
+        module.__utils__["sentry_attempt.roll_back"] = attempts.roll_back  # the pure part, run for real
 
 
 def state(**changed) -> dict:
@@ -237,7 +267,7 @@ def test_stopped_instances_and_other_packages_do_not_hold_an_upgrade_back():
 
 
 def test_last_is_the_instances_own(tmp_path):
-    log = tmp_path / upgrade.UPGRADE_LOG
+    log = tmp_path / history.FILE
     log.write_text(
         "\n".join(
             json.dumps(entry)
@@ -252,5 +282,6 @@ def test_last_is_the_instances_own(tmp_path):
     programs = {"sentry-b": {**CONFIG, "home": str(tmp_path)}, "sentry-c": {**CONFIG, "program": "sentry-c",
                                                                             "home": str(tmp_path)}}  # fmt: skip
     upgrade.__salt__ = {"sentry_server.settings": lambda name: programs[name]}
+    upgrade.__utils__ = {"sentry_history.last": history.last}
     assert upgrade.last("sentry-b")["version"] == {"new": "2"}
     assert upgrade.last("sentry-c")["version"] == {"new": "1"}
