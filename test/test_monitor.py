@@ -36,6 +36,8 @@ HEALTH = {
     # The hosts' disks are tmpfs layers of this machine: not what the test is about.
     "disk_free_warn": 1,
     "disk_free_fatal": 0.5,
+    # The master backs up on demand only (no schedule): no backup yet is no reason here.
+    "no_record_level": "ok",
 }
 BEACON_INTERVAL = 5
 EVENT_PREFIX = f"salt/beacon/{REPLICA}/sentry_health_{PROGRAM}/sentry/health"
@@ -52,6 +54,7 @@ def pillars(sentry_deb, master_address: str, replica_address: str) -> dict[str, 
                 "server": {"root_password": ROOT_PASSWORD, "role": "primary", "secret": SECRET, "no_root_pypi": True},
                 "nginx": {"replica_addresses": [replica_address]},
                 "monitor": monitor,
+                "backup": {"enabled": True, "schedule": "", "drill_schedule": ""},
             }
         },
         REPLICA: {
@@ -154,7 +157,8 @@ def test_cron_writes_metrics_that_promtool_accepts(deployed):
         found = deployed.wait_for_metric(minion_id, "sentry_up", 1)
         assert found["sentry_health_level"] == 0, found
         assert found["sentry_serverdir_bytes"] > 0, found
-    assert "sentry_replica_lag_serials" in deployed.metrics(REPLICA)
+    # A minute's run may come before the replica's first contact: lag is known from the next one on.
+    deployed.wait_for_metric(REPLICA, "sentry_replica_lag_serials", 0)
     assert "sentry_replica_lag_serials" not in deployed.metrics(MASTER)
     assert PROMTOOL, "promtool is missing: script/bootstrap test installs Debian's prometheus package"
     for minion_id in (MASTER, REPLICA):
@@ -196,3 +200,28 @@ def test_cut_replica_goes_warn_then_fatal_and_the_master_hears_of_it(deployed, e
     assert ok.found_all_events, "no ok event after the route came back"
     assert deployed.health(REPLICA)["level"] == "ok"
     deployed.wait_for_metric(REPLICA, "sentry_health_level", 0)
+
+
+def test_a_failed_drill_reaches_the_master_the_health_and_the_metrics(deployed, event_listener):
+    cluster, master = deployed.cluster, deployed.hosts[MASTER]
+    cluster.restart_minion(MASTER)  # its beacon's configuration is read at start, as README says
+    made = cluster.salt(MASTER, "sentry_admin.backup", timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    newest = cluster.salt(MASTER, "sentry_backup.backups").data[MASTER][0]
+    damaged = "/var/lib/sentry/backup-damaged"
+    master.run(["cp", "-a", newest, damaged])
+    dataindex = master.path(damaged) / "dataindex.json"
+    dataindex.write_text(dataindex.read_text()[: len(dataindex.read_text()) // 2])  # cut short, as a full disk would
+    started = time.time()
+    drilled = cluster.salt(MASTER, "sentry_admin.verify_backup", damaged, timeout=300)
+    assert "restore drill of /var/lib/sentry/backup-damaged failed" in drilled.stdout, drilled.stdout
+
+    tag = f"salt/beacon/{MASTER}/sentry_health_{PROGRAM}/sentry/drill/failed"
+    heard = event_listener.wait_for_events([(cluster.master.id, tag)], timeout=90, after_time=started)
+    assert heard.found_all_events, f"no drill/failed event\n{cluster.minion_log(MASTER)}"
+    (event,) = list(heard)
+    assert event.data["ok"] is False and event.data["error"], event.data
+    report = deployed.health(MASTER)
+    assert report["level"] == "warn" and [reason["check"] for reason in report["reasons"]] == ["drill"], report
+    found = deployed.wait_for_metric(MASTER, "sentry_last_drill_success", 0)
+    assert found["sentry_last_backup_success"] == 1, found
