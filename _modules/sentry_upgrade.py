@@ -81,6 +81,7 @@ def _journal() -> dict:
 def _host_actions(config: dict) -> dict:
     """What a rollback does on this host (sentry_attempt.roll_back's ``act``)."""
     package, program = config["package"], config["program"]
+    status = __utils__["sentry_api.status"]  # looked up here: called back from a util, __utils__ is not there
     return {
         "stop": lambda: __salt__["sentry_server.stop"](program),
         "start": lambda: _start(config),
@@ -88,8 +89,15 @@ def _host_actions(config: dict) -> dict:
         "put_back": __utils__["sentry_backups.put_back"],
         "installed": lambda: __salt__["pkg.version"](package),
         "reinstall": lambda version: _install(package, version, refresh=False, back=True),
-        "answers": lambda: _status(config)["up"],
+        "answers": lambda: _answers(status, config["url"]),
     }
+
+
+def _answers(status: Callable[[str], dict], url: str) -> bool:
+    try:
+        return status(url)["up"]
+    except CommandExecutionError:
+        return False
 
 
 def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], None] = lambda: None) -> str:
