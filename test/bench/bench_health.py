@@ -21,12 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.aptrepo import make_apt_repo, use_apt_repo
-from support.client import sentry_client
+from support.client import upload_generated
 from support.debs import build_deb, known_versions
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION, REPO
-from support.wheels import make_wheel
 
 PASSWORD = "Bench-Health-pw-1"
 INDEXES = ("alice/dev", "alice/prod")
@@ -39,18 +38,7 @@ def deb_version(deb: Path) -> str:
 
 def upload(salt: MasterlessSalt, files: int) -> float:
     """``files`` wheels over both indexes, VERSIONS_PER_PROJECT versions a project; returns the seconds."""
-    host, started = salt.host, time.monotonic()
-    for position, index in enumerate(INDEXES):
-        inside = f"/tmp/wheels/{index.replace('/', '-')}"
-        folder = host.path(inside)
-        folder.mkdir(parents=True)
-        for number in range(position, files, len(INDEXES)):
-            project = f"bench-probe-{number // (VERSIONS_PER_PROJECT * len(INDEXES))}"
-            make_wheel(folder, project, f"1.{number}", payload=str(number) * 40)
-        sentry_client(host, "use", f"http://127.0.0.1:3141/{index}")
-        sentry_client(host, "login", "alice", password=PASSWORD)
-        host.sh(f"cd {inside} && DEVPI_CLIENTDIR=/tmp/sentry-client sentry upload --from-dir .", timeout=3600)
-    return time.monotonic() - started
+    return upload_generated(salt.host, files, INDEXES, VERSIONS_PER_PROJECT, "alice", PASSWORD)
 
 
 def main() -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import time
 import urllib.parse
 from pathlib import Path
 
 from support.hosts import TestHost
+from support.wheels import make_wheel
 
 PIP_VENV = "/tmp/pip-venv"
 
@@ -60,3 +62,22 @@ def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *
         env={"PIP_CONFIG_FILE": "/dev/null"},
         check=check,
     )
+
+
+def upload_generated(
+    host: TestHost, files: int, indexes: tuple[str, ...], versions_per_project: int, user: str, password: str
+) -> float:
+    """``files`` generated wheels spread over ``indexes`` as ``user``, ``versions_per_project`` versions a
+    project, one ``sentry upload`` per index (the benchmarks' data); returns the seconds."""
+    started = time.monotonic()
+    for position, index in enumerate(indexes):
+        inside = f"/tmp/wheels/{index.replace('/', '-')}"
+        folder = host.path(inside)
+        folder.mkdir(parents=True)
+        for number in range(position, files, len(indexes)):
+            project = f"bench-probe-{number // (versions_per_project * len(indexes))}"
+            make_wheel(folder, project, f"1.{number}", payload=str(number) * 40)
+        sentry_client(host, "use", f"http://127.0.0.1:3141/{index}")
+        sentry_client(host, "login", user, password=password)
+        host.sh(f"cd {inside} && DEVPI_CLIENTDIR=/tmp/sentry-client sentry upload --from-dir .", timeout=3600)
+    return time.monotonic() - started
