@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tarfile
+import urllib.parse
 
 from salt.exceptions import CommandExecutionError
 
@@ -90,10 +91,22 @@ def _indexed_version(package: str, version: str) -> str | None:
     return None
 
 
+def _local_deb(package: str, version: str) -> str | None:
+    """The deb apt would install from a local (``file:``) repository, which apt reads in place rather than
+    copying into its cache: the ``file:`` URI ``apt-get --print-uris`` names."""
+    result = _run(["apt-get", "install", "-qq", "--print-uris", "--allow-downgrades", f"{package}={version}"])
+    for line in result["stdout"].splitlines() if result["retcode"] == 0 else []:
+        uri = line.split(" ", 1)[0].strip("'")
+        if uri.startswith("file:") and uri.endswith(".deb"):
+            return urllib.parse.unquote(uri.removeprefix("file:"))
+    return None
+
+
 def target_version(package: str, version: str) -> tuple[str | None, str]:
-    """The database version of ``package`` ``version`` and where it was read: the deb apt downloaded,
-    else apt's index; (None, why) when neither tells."""
-    deb = __utils__["sentry_method.cached_deb"](APT_ARCHIVES, package, version, _listdir(APT_ARCHIVES))
+    """The database version of ``package`` ``version`` and where it was read: the deb apt downloaded (or
+    reads from a local repository), else apt's index; (None, why) when none tells."""
+    cached = __utils__["sentry_method.cached_deb"](APT_ARCHIVES, package, version, _listdir(APT_ARCHIVES))
+    deb = cached or _local_deb(package, version)
     if deb:
         return database_version(deb), deb
     indexed = _indexed_version(package, version)

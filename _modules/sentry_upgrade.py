@@ -83,8 +83,9 @@ def _journal() -> dict:
 
 
 def _host_actions(config: dict) -> dict:
-    """What a rollback does on this host (sentry_attempt.roll_back's ``act``)."""
-    package, program = config["package"], config["program"]
+    """What a rollback does on this host (sentry_attempt.roll_back's ``act``); __utils__ functions looked up
+    here, as in _in_place_actions."""
+    package, program, status = config["package"], config["program"], __utils__["sentry_api.status"]
     return {
         "stop": lambda: __salt__["sentry_server.stop"](program),
         "start": lambda: _start(config),
@@ -92,8 +93,15 @@ def _host_actions(config: dict) -> dict:
         "put_back": __utils__["sentry_backups.put_back"],
         "installed": lambda: __salt__["pkg.version"](package),
         "reinstall": lambda version: _install(package, version, refresh=False, back=True),
-        "answers": lambda: _status(config)["up"],
+        "answers": lambda: _answers(status, config["url"]),
     }
+
+
+def _answers(status: Callable[[str], dict], url: str) -> bool:
+    try:
+        return status(url)["up"]
+    except CommandExecutionError:
+        return False
 
 
 def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], None] = lambda: None) -> str:
@@ -199,14 +207,15 @@ def master(
     def choose() -> None:  # downloaded, still serving
         chosen.update(method=_method(config, version, method))
         if chosen["method"]["method"] == IN_PLACE:  # what it holds, for the health check after
-            chosen["held"] = __salt__["sentry_health.server_state"](instance=config["program"])
+            chosen.update(serial=_status(config).get("serial"), held=_held(config))
 
     def upgrade(attempt, down: Callable[[], float]) -> dict:
-        _stop_writes_and_reads(attempt, config)
         if chosen["method"]["method"] == IN_PLACE:
+            _stop_holding(attempt, config, chosen)
             check = lambda: __salt__["sentry_health.check"](None, instance=config["program"], expected=chosen["held"])  # noqa: E731
             fields = __utils__["sentry_inplace.master"](attempt, _in_place_actions(config, version, check))
         else:
+            _stop_writes_and_reads(attempt, config)
             fields = _export_import(attempt, config, version)
         write_outage = down()
         attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
@@ -223,15 +232,33 @@ def master(
     return _attempt("master", config, before_version, version, refresh, upgrade, recovered, choose)
 
 
+def _held(config: dict) -> dict:
+    return __salt__["sentry_health.server_state"](instance=config["program"])
+
+
+def _stop_holding(attempt, config: dict, chosen: dict) -> None:
+    """In place: nginx first (the server listens on loopback only, so outside writes end with it); the
+    state read before is read again if a write came in since (the serial moved); then the server."""
+    if config["nginx_service"]:
+        attempt.mark(nginx_stopped=True)
+        __salt__["sentry_service.stop"](config["nginx_service"])
+    if _status(config).get("serial") != chosen["serial"]:
+        chosen["held"] = _held(config)
+    attempt.mark(stopped=True)
+    __salt__["sentry_server.stop"](config["program"])
+
+
 def _method(config: dict, version: str, method: str, follows: str = "") -> dict:
     return __salt__["sentry_inplace.method"](version, method=method, instance=config["program"], follows=follows)
 
 
 def _in_place_actions(config: dict, version: str, check: Callable[[], dict]) -> dict:
-    """What sentry_inplace's steps do on this host (its ``act``)."""
+    """What sentry_inplace's steps do on this host (its ``act``). __utils__ functions are looked up here:
+    called back from a _utils module, a lambda sees that loader's dunders, where __utils__ is missing."""
+    new_path, take = __utils__["sentry_backups.new_path"], __utils__["sentry_snapshot.take"]
     return {
-        "new_path": lambda: __utils__["sentry_backups.new_path"](config["backup_dir"], "backup"),
-        "snapshot": lambda path: __utils__["sentry_snapshot.take"](config["serverdir"], path),
+        "new_path": lambda: new_path(config["backup_dir"], "backup"),
+        "snapshot": lambda path: take(config["serverdir"], path),
         "install": lambda: _install(config["package"], version, refresh=False),
         "start": lambda: _start(config),
         "check": check,
@@ -402,7 +429,7 @@ def replica(
         attempt.mark(stopped=True)
         __salt__["sentry_server.stop"](config["program"])
         if chosen["method"] == IN_PLACE:
-            check = lambda: wait_synced(timeout=sync_timeout, instance=config["program"])  # noqa: E731
+            check = lambda: __salt__["sentry_upgrade.wait_synced"](timeout=sync_timeout, instance=config["program"])  # noqa: E731
             synced = __utils__["sentry_inplace.replica"](attempt, _in_place_actions(config, version, check))["synced"]
         else:
             synced = _remake(attempt, config, version, before_version != version, sync_timeout)
