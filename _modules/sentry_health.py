@@ -72,8 +72,28 @@ def _server_state(base: str, wanted_state: dict) -> dict:
     return __utils__["sentry_compare.actual"](root, listings, dict(zip(pages, answers, strict=True)))
 
 
+def server_state(url: str | None = None, instance: str | None = None) -> dict:
+    """
+    What the instance's server (or the one at ``url``) holds now, in the
+    shape ``check`` compares: users and indexes with their settings, and per
+    index that holds uploads its projects, versions and release files with
+    their hashes. An in-place upgrade reads it before the stop and checks
+    the server against it after (``check(expected=...)``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_health.server_state
+    """
+    base = (url or _settings(instance)["url"]).rstrip("/")
+    root = __utils__["sentry_api.get"](f"{base}/", f"GET {base}/")
+    every_index = [f"{user}/{index}" for user, info in root.items() for index in info.get("indexes", {})]
+    return _server_state(base, {"projects": {index: {} for index in every_index}})
+
+
 def check(
-    export_path: str,
+    export_path: str | None,
     url: str | None = None,
     serverdir: str | None = None,
     instance: str | None = None,
@@ -90,7 +110,8 @@ def check(
     than the instance's (say one started on a scratch import). ``expected``
     is the export as read earlier (``export_state``): the upgrade
     reads it right after exporting, so that a change to the export later
-    cannot hide.
+    cannot hide; an in-place upgrade passes ``export_path=None`` and the
+    ``server_state`` it read before its stop.
 
     Returns what was checked (users, indexes, projects, files; the files fsck
     checked) and the seconds taken; raises naming each difference ("user bob
@@ -106,6 +127,8 @@ def check(
     """
     started, config = time.monotonic(), _settings(instance)
     base = (url or config["url"]).rstrip("/")
+    if expected is None and not export_path:
+        raise CommandExecutionError("sentry_health.check needs an export_path, or the expected state")
     wanted_state = expected if expected is not None else export_state(export_path)
     problems, fscked = [], {"files": None, "seconds": None}
     try:
@@ -115,7 +138,8 @@ def check(
     problems += __utils__["sentry_compare.differences"](wanted_state, _server_state(base, wanted_state))
     if problems:
         raise CommandExecutionError(
-            f"{base} does not hold what {export_path} holds: {__utils__['sentry_compare.summary'](problems)}"
+            f"{base} does not hold what {f'{export_path} holds' if export_path else 'it held before'}: "
+            f"{__utils__['sentry_compare.summary'](problems)}"
         )
     return {
         **__utils__["sentry_compare.counts"](wanted_state),

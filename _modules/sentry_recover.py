@@ -126,10 +126,14 @@ def _put_back_data(journal: dict, serverdir: str) -> list[str]:
     if backup and os.path.isdir(backup):
         failed = __utils__["sentry_backups.put_back"](serverdir, backup)
         done.append(f"the data is back in {serverdir}" + (f"; what stood there is in {failed}" if failed else ""))
-    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir: kept
-    # where sentry_data.backups shows it, as a failed attempt, and out of the way of the next import.
-    for scratch in __utils__["sentry_backups.import_scratch"](serverdir):
+    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir, and a
+    # killed in-place upgrade the snapshot it was making: kept where sentry_data.backups shows them, as
+    # failed attempts, and out of the way of the next one.
+    unfinished = __utils__["sentry_backups.import_scratch"](serverdir)
+    if journal.get("snapshot") and os.path.isdir(__utils__["sentry_snapshot.scratch_path"](journal["snapshot"])):
+        unfinished.append(__utils__["sentry_snapshot.scratch_path"](journal["snapshot"]))
+    for scratch in unfinished:
         failed = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "failed")
         os.rename(scratch, failed)
-        done.append(f"what the interrupted import had written is in {failed}")
+        done.append(f"what the interrupted {journal.get('operation', 'operation')} had written is in {failed}")
     return done

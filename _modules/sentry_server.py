@@ -167,3 +167,38 @@ def start(instance: str | None = None, timeout: float | None = None) -> dict:
     return __utils__["sentry_supervisor.wait_until_answers"](
         api, program, lambda: status_of(config["url"]), timeout or config["ready_timeout"]
     )
+
+
+def _sharing_and_running(config: dict) -> list[str]:
+    """The other instances on this host deployed from the same package whose program runs."""
+    return [
+        name
+        for name in __utils__["sentry_settings.deployed"]()
+        if name != config["program"] and settings(name)["package"] == config["package"] and running(name)
+    ]
+
+
+def alone(version: str, instance: str | None = None) -> None:
+    """
+    Raise unless the instance may have its package replaced by ``version``:
+    instances of one host share the package, so installing it for one
+    replaces the binaries of all; refused while another one runs from it
+    (its data would meet the new version unprepared). Returns None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_server.alone 6.20.3-1 instance=sentry-b
+    """
+    config = settings(instance)
+    others = _sharing_and_running(config)
+    if others:
+        raise CommandExecutionError(
+            f"nothing was changed: {', '.join(others)} on this host run(s) from package {config['package']} too, "
+            f"which the upgrade of {config['program']} to {version} would replace under it. Upgrade one instance "
+            "at a time with the others stopped: export a master first ('sentry_data.export instance=NAME "
+            "restart=False') and import that export after ('sentry_data.import EXPORT move_aside=True "
+            "instance=NAME', then 'sentry_server.start instance=NAME'); remake a replica after "
+            f"('sentry_upgrade.replica {version} instance=NAME')"
+        )

@@ -1,4 +1,5 @@
-"""Upgrades of a sentry instance that can be trusted: a master by export and import, a replica by resync.
+"""Upgrades of a sentry instance that can be trusted: in place when the data allows, else a master by export
+and import, a replica by resync.
 
 Each upgrade checks its result and rolls itself back on any failure, saying
 which step failed and what it put back; nothing is deleted. The instance
@@ -6,7 +7,9 @@ which step failed and what it put back; nothing is deleted. The instance
 rendered (``sentry_server.settings``), so the orchestration (``sentry.upgrade``)
 passes only the version. Results are appended to ``upgrades.jsonl`` in the
 service user's home (``sentry_upgrade.last``; _utils/sentry_history.py). The
-bookkeeping of an attempt (steps, journal, rollback) is _utils/sentry_attempt.py.
+bookkeeping of an attempt (steps, journal, rollback) is _utils/sentry_attempt.py;
+the choice of method is ``sentry_inplace.method``, the in-place steps
+_utils/sentry_inplace.py.
 
 :depends: the ``sentry`` Debian package
 """
@@ -22,6 +25,7 @@ from salt.exceptions import CommandExecutionError
 __virtualname__ = "sentry_upgrade"
 
 SERVER_BIN = "/usr/sbin/sentry-server"
+IN_PLACE = "in_place"  # sentry_inplace.method's answer when the new server runs on the serverdir as it is
 
 
 def __virtual__():
@@ -79,9 +83,9 @@ def _journal() -> dict:
 
 
 def _host_actions(config: dict) -> dict:
-    """What a rollback does on this host (sentry_attempt.roll_back's ``act``)."""
-    package, program = config["package"], config["program"]
-    status = __utils__["sentry_api.status"]  # looked up here: called back from a util, __utils__ is not there
+    """What a rollback does on this host (sentry_attempt.roll_back's ``act``); __utils__ functions looked up
+    here, as in _in_place_actions."""
+    package, program, status = config["package"], config["program"], __utils__["sentry_api.status"]
     return {
         "stop": lambda: __salt__["sentry_server.stop"](program),
         "start": lambda: _start(config),
@@ -144,35 +148,9 @@ def _start(config: dict) -> dict:
     return __salt__["sentry_server.start"](config["program"])
 
 
-def _sharing_and_running(config: dict) -> list[str]:
-    """The other instances on this host deployed from the same package whose program runs."""
-    return [
-        name
-        for name in __utils__["sentry_settings.deployed"]()
-        if name != config["program"]
-        and _settings(name)["package"] == config["package"]
-        and __salt__["sentry_server.running"](name)
-    ]
-
-
-def _refuse_shared_package(config: dict, version: str) -> None:
-    """Instances of one host share the package: installing ``version`` for one replaces the binaries of
-    all. Refuse while another one runs from it; its data would meet the new version without an export."""
-    others = _sharing_and_running(config)
-    if others:
-        raise CommandExecutionError(
-            f"nothing was changed: {', '.join(others)} on this host run(s) from package {config['package']} too, "
-            f"which the upgrade of {config['program']} to {version} would replace under it. Upgrade one instance "
-            "at a time with the others stopped: export a master first ('sentry_data.export instance=NAME "
-            "restart=False') and import that export after ('sentry_data.import EXPORT move_aside=True "
-            "instance=NAME', then 'sentry_server.start instance=NAME'); remake a replica after "
-            f"('sentry_upgrade.replica {version} instance=NAME')"
-        )
-
-
 def _check_master(config: dict, version: str) -> None:
     """Raise, with nothing changed yet, unless the instance is a master that answers and may be upgraded."""
-    _refuse_shared_package(config, version)
+    __salt__["sentry_server.alone"](version, instance=config["program"])
     current = _status(config)
     if not current["up"]:
         raise CommandExecutionError(f"nothing was changed: {current['error']}")
@@ -180,13 +158,25 @@ def _check_master(config: dict, version: str) -> None:
         raise CommandExecutionError(f"{config['url']} is a replica: upgrade it with sentry_upgrade.replica")
 
 
-def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, instance: str | None = None) -> dict:
+def master(
+    version: str,
+    refresh: bool = True,
+    reads_elsewhere: bool = False,
+    instance: str | None = None,
+    method: str = "auto",
+) -> dict:
     """
     Upgrade a master (or standalone) server to package ``version`` the safe
-    way: download it, stop the server and nginx, export, move the data to
-    ``_data-backup-<timestamp>``, install the new version, import into a fresh
-    serverdir, start, check its health (``sentry_health.check`` against the
-    export as it was right after the export), then start nginx.
+    way: download it, then choose (``sentry_inplace.method``). In place when
+    the new server runs on the serverdir as it is (same devpi database
+    version): read what the server holds, stop the server and nginx,
+    snapshot the serverdir to ``_data-backup-<timestamp>`` (release files
+    hard-linked), install, start on the same serverdir, check it holds what
+    it held. Otherwise, or with ``method=export``: stop the server and nginx,
+    export, move the data to ``_data-backup-<timestamp>``, install the new
+    version, import into a fresh serverdir, start, check its health
+    (``sentry_health.check`` against the export as it was right after the
+    export). Then start nginx. The result's ``method`` says which and why.
 
     On any failure it rolls back what it changed: the failed serverdir goes to
     ``_data-failed-<timestamp>``, the backup comes back, the previous version
@@ -204,6 +194,7 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
     .. code-block:: bash
 
         salt sentry-master sentry_upgrade.master 6.20.3-1
+        salt sentry-master sentry_upgrade.master 6.20.3-1 method=export
     """
     config = _settings(instance)
     recovered, before_version = _begin(config)
@@ -211,41 +202,88 @@ def master(version: str, refresh: bool = True, reads_elsewhere: bool = False, in
         __utils__["sentry_api.status"](config["url"])  # answers, or says why not
         return {"changed": False, "role": "master", "version": {"old": before_version, "new": version}}
     _check_master(config, version)
+    chosen: dict = {}
+
+    def choose() -> None:  # downloaded, still serving
+        chosen.update(method=_method(config, version, method))
+        if chosen["method"]["method"] == IN_PLACE:  # what it holds, for the health check after
+            chosen.update(serial=_status(config).get("serial"), held=_held(config))
 
     def upgrade(attempt, down: Callable[[], float]) -> dict:
-        _stop_writes_and_reads(attempt, config)
-        attempt.step("export")
-        exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
-        # Read now: the export may change before the import reads it.
-        expected = __salt__["sentry_health.export_state"](exported["path"])
-        attempt.step("move data aside")
-        _move_data_aside(attempt, config)
-        attempt.step("install")
-        attempt.mark(installed=True)
-        _install(config["package"], version, refresh=False)
-        attempt.step("import")
-        imported = __salt__["sentry_data.import"](
-            exported["path"], stop=False, restart=False, instance=config["program"]
-        )
-        attempt.step("start server")
-        attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
-        _start(config)
-        attempt.step("health check")
-        checked = __salt__["sentry_health.check"](exported["path"], instance=config["program"], expected=expected)
+        if chosen["method"]["method"] == IN_PLACE:
+            _stop_holding(attempt, config, chosen)
+            check = lambda: __salt__["sentry_health.check"](None, instance=config["program"], expected=chosen["held"])  # noqa: E731
+            fields = __utils__["sentry_inplace.master"](attempt, _in_place_actions(config, version, check))
+        else:
+            _stop_writes_and_reads(attempt, config)
+            fields = _export_import(attempt, config, version)
         write_outage = down()
         attempt.mark(healthy=True)  # from here a recovery completes the upgrade rather than undoing it
         attempt.step("start nginx")
         if config["nginx_service"]:
             __salt__["sentry_service.start"](config["nginx_service"])
         return {
-            "export": exported,
-            "import": imported,
-            "health": checked,
+            "method": chosen["method"],
+            **fields,
             "write_outage_seconds": write_outage,
             "read_outage_seconds": 0.0 if reads_elsewhere else down(),
         }
 
-    return _attempt("master", config, before_version, version, refresh, upgrade, recovered)
+    return _attempt("master", config, before_version, version, refresh, upgrade, recovered, choose)
+
+
+def _held(config: dict) -> dict:
+    return __salt__["sentry_health.server_state"](instance=config["program"])
+
+
+def _stop_holding(attempt, config: dict, chosen: dict) -> None:
+    """In place: nginx first (the server listens on loopback only, so outside writes end with it); the
+    state read before is read again if a write came in since (the serial moved); then the server."""
+    if config["nginx_service"]:
+        attempt.mark(nginx_stopped=True)
+        __salt__["sentry_service.stop"](config["nginx_service"])
+    if _status(config).get("serial") != chosen["serial"]:
+        chosen["held"] = _held(config)
+    attempt.mark(stopped=True)
+    __salt__["sentry_server.stop"](config["program"])
+
+
+def _method(config: dict, version: str, method: str, follows: str = "") -> dict:
+    return __salt__["sentry_inplace.method"](version, method=method, instance=config["program"], follows=follows)
+
+
+def _in_place_actions(config: dict, version: str, check: Callable[[], dict]) -> dict:
+    """What sentry_inplace's steps do on this host (its ``act``). __utils__ functions are looked up here:
+    called back from a _utils module, a lambda sees that loader's dunders, where __utils__ is missing."""
+    new_path, take = __utils__["sentry_backups.new_path"], __utils__["sentry_snapshot.take"]
+    return {
+        "new_path": lambda: new_path(config["backup_dir"], "backup"),
+        "snapshot": lambda path: take(config["serverdir"], path),
+        "install": lambda: _install(config["package"], version, refresh=False),
+        "start": lambda: _start(config),
+        "check": check,
+    }
+
+
+def _export_import(attempt, config: dict, version: str) -> dict:
+    """After the stop: export, move the data aside, install, import, start, health check."""
+    attempt.step("export")
+    exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
+    # Read now: the export may change before the import reads it.
+    expected = __salt__["sentry_health.export_state"](exported["path"])
+    attempt.step("move data aside")
+    _move_data_aside(attempt, config)
+    attempt.step("install")
+    attempt.mark(installed=True)
+    _install(config["package"], version, refresh=False)
+    attempt.step("import")
+    imported = __salt__["sentry_data.import"](exported["path"], stop=False, restart=False, instance=config["program"])
+    attempt.step("start server")
+    attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
+    _start(config)
+    attempt.step("health check")
+    checked = __salt__["sentry_health.check"](exported["path"], instance=config["program"], expected=expected)
+    return {"export": exported, "import": imported, "health": checked}
 
 
 def _begin(config: dict) -> tuple[dict | None, str]:
@@ -267,16 +305,19 @@ def _attempt(
     refresh: bool,
     body: Callable,
     recovered: dict | None,
+    choose: Callable[[], None] = lambda: None,
 ) -> dict:
-    """The shape master and replica upgrades share: download (while it still serves), begin the trail at
-    'stop', run ``body(attempt, down)`` (``down()``: seconds since the stop), roll back on any failure,
-    end the trail, record the result (``body``'s fields beside the common ones)."""
+    """The shape master and replica upgrades share: download and ``choose`` the method (while it still
+    serves), begin the trail at 'stop', run ``body(attempt, down)`` (``down()``: seconds since the stop),
+    roll back on any failure, end the trail, record the result (``body``'s fields beside the common ones)."""
     operation = "upgrade" if role == "master" else "replica upgrade"
     attempt = __utils__["sentry_attempt.new"](operation, config, before_version, version, _journal())
     try:
         if before_version != version:
             attempt.step("download")
             _fetch(config["package"], version, refresh)
+        attempt.step("choose method")
+        choose()
         down_at = time.monotonic()
         attempt.step("stop")
         attempt.begin()
@@ -332,21 +373,7 @@ def wait_synced(timeout: float = 600, instance: str | None = None) -> dict:
     config = _settings(instance)
     master_url = _master_url(config)
     master_ = __utils__["sentry_api.master_status"](master_url)
-    deadline = time.monotonic() + timeout
-    caught_up_at = None
-    while True:
-        current = _status(config)
-        if current["up"] and __utils__["sentry_api.follows"](current, master_):
-            # Then every release file too, where the server tells: its queue was empty since.
-            caught_up_at = caught_up_at or time.time()
-            if "files_in_sync_at" not in current or (current["files_in_sync_at"] or 0) >= caught_up_at:
-                return current
-        if time.monotonic() > deadline:
-            raise CommandExecutionError(
-                f"the replica did not catch up with {master_url} (serial {master_.get('serial')}, "
-                f"uuid {master_.get('uuid')}) within {timeout}s; it is at {current}"
-            )
-        time.sleep(0.5)
+    return __utils__["sentry_api.wait_follows"](lambda: _status(config), master_, master_url, timeout)
 
 
 def replica(
@@ -355,13 +382,18 @@ def replica(
     sync_timeout: float = 600,
     reads_elsewhere: bool = False,
     instance: str | None = None,
+    method: str = "auto",
 ) -> dict:
     """
-    Bring a replica to package ``version`` and to its (upgraded) master: stop
-    it, install the version, move its data to ``_data-backup-<timestamp>``,
-    initialise a fresh replica serverdir and start it; returns once it holds
-    everything the master holds. A replica at ``version`` that already
-    follows its master is left alone.
+    Bring a replica to package ``version`` and to its (upgraded) master. In
+    place when it follows its master as it is now and the new server runs on
+    its serverdir (``sentry_inplace.method``): stop it, snapshot the serverdir
+    to ``_data-backup-<timestamp>``, install, start on the same serverdir.
+    Otherwise (or ``method=export``) remade: stop it, install the version,
+    move its data to ``_data-backup-<timestamp>``, initialise a fresh replica
+    serverdir and start it. Either returns once it holds everything the
+    master holds. A replica at ``version`` that already follows its master
+    is left alone.
 
     On failure what it changed comes back and the error names the step.
     Nothing is deleted. ``read_outage_seconds`` in the result is the time it
@@ -382,28 +414,48 @@ def replica(
     if before_version == version and current["up"] and __utils__["sentry_api.follows"](current, master_):
         return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}
     if before_version != version:
-        _refuse_shared_package(config, version)
+        __salt__["sentry_server.alone"](version, instance=config["program"])
+    chosen: dict = {}
 
-    def remake(attempt, down: Callable[[], float]) -> dict:
+    def choose() -> None:
+        following = current["up"] and current.get("master_uuid") == master_.get("uuid")
+        follows = "" if following else f"it does not follow {master_url} as it is now (uuid {master_.get('uuid')})"
+        if before_version == version:
+            chosen.update(method="remake", why=f"at {version} already; {follows or 'it does not answer'}")
+        else:
+            chosen.update(_method(config, version, method, follows))
+
+    def upgrade(attempt, down: Callable[[], float]) -> dict:
         attempt.mark(stopped=True)
         __salt__["sentry_server.stop"](config["program"])
-        attempt.step("install")
-        if before_version != version:
-            attempt.mark(installed=True)
-            _install(config["package"], version, refresh=False)
-        attempt.step("move data aside")
-        _move_data_aside(attempt, config)
-        attempt.step("initialise")
-        __salt__["sentry_data.initialise"](config["serverdir"], master_url=master_url, user=config["user"])
-        attempt.step("start server")
-        attempt.mark(serve=True)
-        _start(config)
-        attempt.step("catch up")
-        synced, seconds = wait_synced(timeout=sync_timeout, instance=config["program"]), down()
+        if chosen["method"] == IN_PLACE:
+            check = lambda: __salt__["sentry_upgrade.wait_synced"](timeout=sync_timeout, instance=config["program"])  # noqa: E731
+            synced = __utils__["sentry_inplace.replica"](attempt, _in_place_actions(config, version, check))["synced"]
+        else:
+            synced = _remake(attempt, config, version, before_version != version, sync_timeout)
+        seconds = down()
         return {
+            "method": chosen,
             "serial": synced["serial"],
             "down_seconds": seconds,
             "read_outage_seconds": 0.0 if reads_elsewhere else seconds,
         }
 
-    return _attempt("replica", config, before_version, version, refresh, remake, recovered)
+    return _attempt("replica", config, before_version, version, refresh, upgrade, recovered, choose)
+
+
+def _remake(attempt, config: dict, version: str, install: bool, sync_timeout: float) -> dict:
+    """After the stop: install, move the data aside, initialise a fresh replica, start, catch up."""
+    attempt.step("install")
+    if install:
+        attempt.mark(installed=True)
+        _install(config["package"], version, refresh=False)
+    attempt.step("move data aside")
+    _move_data_aside(attempt, config)
+    attempt.step("initialise")
+    __salt__["sentry_data.initialise"](config["serverdir"], master_url=config["master_url"], user=config["user"])
+    attempt.step("start server")
+    attempt.mark(serve=True)
+    _start(config)
+    attempt.step("catch up")
+    return wait_synced(timeout=sync_timeout, instance=config["program"])

@@ -9,7 +9,12 @@ which package its instance runs (``sentry_server.version``) and decides:
   remade from it (a freshly imported master has a new identity), otherwise
   only the replicas not at the version;
 - reads go to the replicas while the master upgrades only if there are
-  replicas and a front to send them there.
+  replicas and a front to send them there;
+- how the master goes, as the master itself would choose it
+  (``sentry_inplace.method``): in place when the new package's devpi
+  database version (from apt's index) equals its serverdir's, otherwise (or
+  with ``method: export``) by export and import. The master decides again
+  once the deb is downloaded; ``sentry_upgrade.last`` says what it did.
 
 The orchestration runs it on the master, so the master needs the formula's
 runners once: ``salt-run saltutil.sync_runners``.
@@ -33,10 +38,13 @@ def __virtual__():
     return __virtualname__
 
 
-def plan(version: str = "", master: str = "", replicas: str = "", front: str = "", **_ignored) -> dict:
+def plan(
+    version: str = "", master: str = "", replicas: str = "", front: str = "", method: str = "auto", **_ignored
+) -> dict:
     """
     The steps an upgrade to ``version`` takes: ``master``, ``replicas`` and
-    ``front`` are compound targets (``sentry:upgrade`` in pillar). The answer
+    ``front`` are compound targets, ``method`` auto or export
+    (``sentry:upgrade`` in pillar). The answer
     holds ``error`` (empty when the upgrade can go), the minions and their
     versions before, and ``steps`` in order with the step each one comes
     ``after``. It asks the minions; it changes nothing.
@@ -56,16 +64,22 @@ def plan(version: str = "", master: str = "", replicas: str = "", front: str = "
         "replicas": _ask(replicas, "sentry_server.version"),
         "front": _ask(front, "test.ping"),
     }
+    if len(answers["master"]) == 1:
+        answers["method"] = _ask(master, "sentry_inplace.method", [version], {"method": method})
     return make_plan(wanted, answers)
 
 
-def _ask(target: str, function: str) -> dict:
+def _ask(target: str, function: str, arg: list | None = None, kwarg: dict | None = None) -> dict:
     """Each minion matching ``target`` that answers: ``{id: {"ret": ..., "retcode": ...}}``."""
     if not target:
         return {}
     client = salt.client.get_local_client(mopts=__opts__)
     try:
-        return dict(client.cmd(target, function, tgt_type="compound", timeout=ASK_TIMEOUT, full_return=True))
+        return dict(
+            client.cmd(
+                target, function, arg or [], tgt_type="compound", timeout=ASK_TIMEOUT, full_return=True, kwarg=kwarg
+            )
+        )
     finally:
         client.destroy()
 
@@ -103,6 +117,7 @@ def make_plan(wanted: dict, answers: dict) -> dict:
     replicas_pending = [replica for replica in replica_ids if master_pending or before[replica] != version]
     front_ids = sorted(fronts)
     result = {
+        "method": _method(answers.get("method", {}).get(master_id)) if master_pending else None,
         "error": "",
         "version": version,
         "master": master_id,
@@ -120,6 +135,17 @@ def make_plan(wanted: dict, answers: dict) -> dict:
     result["after"] = _after(result["steps"])
     result["summary"] = _summary(result)
     return result
+
+
+def _method(answer) -> dict:
+    """What ``sentry_inplace.method`` answered for the master; ``decided after download`` when it could not
+    tell before (no such function there yet, or the version's database version is not in apt's index)."""
+    ret = answer.get("ret") if isinstance(answer, dict) else None
+    if not isinstance(ret, dict) or "method" not in ret:
+        return {"method": "decided after download", "why": f"the master could not tell before: {ret}"}
+    if not ret.get("target_database_version") and not ret["why"].startswith("sentry:upgrade:method"):
+        return {**ret, "method": "decided after download"}
+    return ret
 
 
 def _refused(error: str) -> dict:
@@ -154,7 +180,7 @@ def _summary(plan_: dict) -> str:
     if not plan_["master_pending"] and not plan_["replicas_pending"]:
         return f"all of {', '.join(sorted(before))} run sentry {version}"
     master = plan_["master"]
-    done = "" if plan_["master_pending"] else ", done"
+    done = f", {plan_['method']['method']}: {plan_['method']['why']}" if plan_["master_pending"] else ", done"
     replicas = ", ".join(plan_["replicas"]) or "none: reads are down while the master upgrades"
     fronts = ", ".join(plan_["fronts"]) or "none: clients reading from the master see it go"
     return (

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from salt.exceptions import CommandExecutionError
 
@@ -117,3 +119,23 @@ def follows(replica: dict, master: dict) -> bool:
         and isinstance(replica.get("serial"), int)
         and replica["serial"] >= master.get("serial", 0)
     )
+
+
+def wait_follows(status: Callable[[], dict], master: dict, master_url: str, timeout: float) -> dict:
+    """Poll ``status()`` (the replica's describe_status, ``up`` False when it does not answer) until the
+    replica follows ``master`` (master_status() when the wait began) and holds every release file too,
+    where the server tells (its file queue empty since); returns that status, raises after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    caught_up_at = None
+    while True:
+        current = status()
+        if current["up"] and follows(current, master):
+            caught_up_at = caught_up_at or time.time()
+            if "files_in_sync_at" not in current or (current["files_in_sync_at"] or 0) >= caught_up_at:
+                return current
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"the replica did not catch up with {master_url} (serial {master.get('serial')}, "
+                f"uuid {master.get('uuid')}) within {timeout}s; it is at {current}"
+            )
+        time.sleep(0.5)

@@ -16,7 +16,7 @@
 {%- endif %}
 {%- set plan = salt["saltutil.runner"]("sentry_upgrade.plan", kwarg={
       "version": upgrade.version, "master": upgrade.master,
-      "replicas": upgrade.replicas, "front": upgrade.front}) %}
+      "replicas": upgrade.replicas, "front": upgrade.front, "method": upgrade.method}) %}
 {%- if plan is not mapping %}{{ fail("sentry_upgrade.plan answered " ~ plan) }}{% endif %}
 {%- if plan.error %}{{ fail(plan.error) }}{% endif %}
 {%- set steps, after = plan.steps, plan.after %}
@@ -79,7 +79,8 @@ sentry-upgrade-reads-to-replicas:
 {{- front("sentry-upgrade-reads-to-replicas", drained="master") }}
 {%- endif %}
 
-{#- Download, stop, export, install, import, start, health check; it rolls itself back on failure. #}
+{#- Download, choose the method, stop, then snapshot, install, start (in place) or export, install, import,
+    start; health check; it rolls itself back on failure. #}
 {%- if "sentry-upgrade-master" in steps %}
 sentry-upgrade-master:
   salt.function:
@@ -90,6 +91,7 @@ sentry-upgrade-master:
     - kwarg:
         refresh: {{ upgrade.refresh | json }}
         reads_elsewhere: {{ plan.reads_elsewhere.master | json }}
+        method: {{ upgrade.method | json }}
     - timeout: {{ upgrade.step_timeout }}
 {{- require("sentry-upgrade-master") }}
 
@@ -122,6 +124,7 @@ sentry-upgrade-replica-{{ id }}:
         refresh: {{ upgrade.refresh | json }}
         sync_timeout: {{ upgrade.sync_timeout }}
         reads_elsewhere: {{ plan.reads_elsewhere.replicas | json }}
+        method: {{ upgrade.method | json }}
     - timeout: {{ upgrade.step_timeout }}
 {{- require("sentry-upgrade-replica-" ~ id) }}
 {%- endfor %}

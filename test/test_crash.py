@@ -527,7 +527,7 @@ def killing_point(deployment: Crashable, step: str):
 @pytest.mark.parametrize(("step", "way"), UPGRADE_CASES, ids=[f"{step}-{way}" for step, way in UPGRADE_CASES])
 def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, step, way):
     deployment = at_baseline
-    operation = Operation(deployment, "sentry_upgrade.master", deployment.new, "refresh=False")
+    operation = Operation(deployment, "sentry_upgrade.master", deployment.new, "refresh=False", "method=export")
     operation.wait_until(f"step {step!r}", killing_point(deployment, step))
     if step == "install":
         time.sleep(0.3)  # well into dpkg's unpacking
@@ -560,7 +560,7 @@ def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, step, way):
         assert recovered["rolled_back"] is True and recovered["step"] == step, recovered
         expected = deployment.old
     else:
-        result = deployment.call("sentry_upgrade.master", deployment.new, "refresh=False")
+        result = deployment.call("sentry_upgrade.master", deployment.new, "refresh=False", "method=export")
         print(f"rerun: recovered first {result.get('recovered_first')}; steps {result['steps']}")
         assert result["changed"] is True and result["recovered_first"]["rolled_back"] is True, result
         assert result["version"] == {"old": deployment.old, "new": deployment.new}, result
@@ -725,7 +725,7 @@ def replicated(apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
         replica_host.run(["supervisorctl", "start", PROGRAM])
         # As sentry.upgrade does: the master first. Its import gives it a new uuid the old replica data
         # does not follow; only a remade replica does.
-        upgraded = master.call("sentry_upgrade.master", new, "refresh=False")
+        upgraded = master.call("sentry_upgrade.master", new, "refresh=False", "method=export")
         assert upgraded["changed"] is True, upgraded
         master_salt.set_pillar(master_pillar(new, replica_address))
         print(f"\nreplicated hosts deployed, master upgraded to {new} in {time.monotonic() - started:.1f}s")

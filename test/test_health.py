@@ -307,7 +307,9 @@ def test_an_export_damaged_while_the_upgrade_installs_makes_it_roll_back(old_dep
     assert len(before["files"]) == WHEELS and "carol" in before["users"]
     finished: list[subprocess.CompletedProcess] = []
     upgrading = threading.Thread(
-        target=lambda: finished.append(salt.call("sentry_upgrade.master", new, "refresh=False", check=False))
+        target=lambda: finished.append(
+            salt.call("sentry_upgrade.master", new, "refresh=False", "method=export", check=False)
+        )
     )
     upgrading.start()
     try:

@@ -350,7 +350,7 @@ class Attempt:
 
     def run(self, *args: str) -> str:
         started = time.monotonic()
-        self.error = self.two.fails("sentry_upgrade.master", self.version, "refresh=False", *args)
+        self.error = self.two.fails("sentry_upgrade.master", self.version, "refresh=False", "method=export", *args)
         print(f"failed attempt to {self.version} in {time.monotonic() - started:.1f}s: {self.error[-1500:]}")
         return self.error
 
@@ -480,7 +480,7 @@ def test_b_upgrades_then_a_comes_over_with_its_export(a_stopped):
     two.use(pillar_a(two.old))
     b_before = two.content(B_URL, B_SERVERDIR)
 
-    upgraded = two.call("sentry_upgrade.master", two.new, "refresh=False", f"instance={B_PROGRAM}")
+    upgraded = two.call("sentry_upgrade.master", two.new, "refresh=False", "method=export", f"instance={B_PROGRAM}")
 
     assert upgraded["changed"] is True and upgraded["version"] == {"old": two.old, "new": two.new}
     assert upgraded["backup"].startswith(f"{B_ASIDE}/_data-backup-") and two.host.path(upgraded["backup"]).is_dir()

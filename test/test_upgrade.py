@@ -77,6 +77,7 @@ class Upgradable:
                     "replicas": f"L@{','.join(REPLICAS)}",
                     "front": FRONT,
                     "refresh": False,  # the hosts have no way out; the local repository is known already
+                    "method": "export",  # this module covers export/import; test_upgrade_inplace the other way
                     "sync_timeout": 180,
                 }
             }

@@ -18,6 +18,7 @@ recover = load("_modules/sentry_recover.py", "sentry_recover_unit")
 data = load("_modules/sentry_data.py", "sentry_data_unit")
 journal = load("_utils/sentry_journal.py", "sentry_journal_recover_unit")
 backups = load("_utils/sentry_backups.py", "sentry_backups_recover_unit")
+snapshots = load("_utils/sentry_snapshot.py", "sentry_snapshot_recover_unit")
 
 PROGRAM = "sentry-b"
 
@@ -76,6 +77,7 @@ def configure_loader_modules(host):
     utils = {
         **{f"sentry_journal.{f}": getattr(journal, f) for f in ("read", "alive", "end")},
         **{f"sentry_backups.{f}": getattr(backups, f) for f in ("put_back", "import_scratch", "new_path")},
+        "sentry_snapshot.scratch_path": snapshots.scratch_path,
     }
     return {
         recover: {"__salt__": host.functions(), "__utils__": utils},
@@ -196,3 +198,23 @@ def test_a_half_installed_package_is_reinstalled_at_the_version_it_started_from(
     assert recover._put_back_package(trail, "sentry") == []
     assert recover._put_back_package({**trail, "installed": False}, "sentry") == []
     assert host.installs == []
+
+
+def test_an_in_place_upgrade_killed_while_it_made_its_snapshot_leaves_the_serverdir_as_it_was(
+    host, serverdir, tmp_path
+):
+    snapshot = tmp_path / "_data-backup-20260101-120000"
+    unfinished = tmp_path / "._data-backup-20260101-120000.incomplete"
+    unfinished.mkdir()
+    (unfinished / ".sqlite").write_text("half copied")
+    killed(serverdir, operation="upgrade", step="snapshot", snapshot=str(snapshot), stopped=True, nginx_stopped=True)
+
+    result = recover.recover(PROGRAM)
+
+    assert result["rolled_back"] is True and result["step"] == "snapshot", result
+    assert os.listdir(serverdir) == ["half-imported"]  # untouched: nothing was put back over it
+    (failed,) = tmp_path.glob("_data-failed-*")
+    assert (failed / ".sqlite").read_text() == "half copied" and not unfinished.exists() and not snapshot.exists()
+    assert f"what the interrupted upgrade had written is in {failed}" in result["done"], result["done"]
+    assert ("start", PROGRAM) in host.calls and ("service.start", "nginx") in host.calls
+    assert journal.read(serverdir) is None

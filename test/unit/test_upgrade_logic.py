@@ -16,6 +16,7 @@ from support.loading import load
 settings = load("_utils/sentry_settings.py", "sentry_settings_unit")
 api = load("_utils/sentry_api.py", "sentry_api_unit")
 upgrade = load("_modules/sentry_upgrade.py", "sentry_upgrade_unit")
+server = load("_modules/sentry_server.py", "sentry_server_upgrade_unit")
 attempts = load("_utils/sentry_attempt.py", "sentry_attempt_unit")
 history = load("_utils/sentry_history.py", "sentry_history_unit")
 journal = load("_utils/sentry_journal.py", "sentry_journal_upgrade_unit")
@@ -241,29 +242,33 @@ def test_the_old_release_goes_back_over_whatever_the_failed_install_left():
 # --- instances sharing the package ------------------------------------------------
 
 
-def shared_host(running: set[str], packages: dict[str, str]):
+def shared_host(monkeypatch, running: set[str], packages: dict[str, str]):
     """A host with the instances of ``packages`` (program: package); those in ``running`` run."""
-    upgrade.__utils__ = {"sentry_settings.deployed": lambda: sorted(packages)}
-    upgrade.__salt__ = {
-        "sentry_server.settings": lambda name: {**CONFIG, "program": name, "package": packages[name]},
-        "sentry_server.running": lambda name: name in running,
-    }
+    server.__utils__ = {"sentry_settings.deployed": lambda: sorted(packages)}
+
+    def settings(name=None):
+        name = name or CONFIG["program"]
+        return {**CONFIG, "program": name, "package": packages[name]}
+
+    monkeypatch.setattr(server, "settings", settings)
+    monkeypatch.setattr(server, "running", lambda name=None: name in running)
 
 
-def test_an_upgrade_refuses_while_another_instance_runs_from_the_package():
-    shared_host({"sentry-b", "sentry-server", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry",
+def test_an_upgrade_refuses_while_another_instance_runs_from_the_package(monkeypatch):
+    shared_host(monkeypatch, {"sentry-b", "sentry-server", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry",
                                                          "other": "sentry-ng", "stopped": "sentry"})  # fmt: skip
     with pytest.raises(CommandExecutionError) as refused:
-        upgrade._refuse_shared_package(CONFIG, "6.20.3-1")
+        server.alone("6.20.3-1")
     message = str(refused.value)
     assert message.startswith("nothing was changed: sentry-server on this host run(s) from package sentry too")
     assert "'sentry_data.export instance=NAME restart=False'" in message
     assert "'sentry_upgrade.replica 6.20.3-1 instance=NAME'" in message
 
 
-def test_stopped_instances_and_other_packages_do_not_hold_an_upgrade_back():
-    shared_host({"sentry-b", "other"}, {"sentry-b": "sentry", "sentry-server": "sentry", "other": "sentry-ng"})
-    upgrade._refuse_shared_package(CONFIG, "6.20.3-1")
+def test_stopped_instances_and_other_packages_do_not_hold_an_upgrade_back(monkeypatch):
+    packages = {"sentry-b": "sentry", "sentry-server": "sentry", "other": "sentry-ng"}
+    shared_host(monkeypatch, {"sentry-b", "other"}, packages)
+    server.alone("6.20.3-1")
 
 
 def test_last_is_the_instances_own(tmp_path):
