@@ -16,7 +16,10 @@ again) brings back every user, index and release file with the same sha256,
 served through nginx, the package at a coherent version, ``dpkg --audit``
 clean, and an apply that changes nothing. The cases share the host and leave
 it as they found it (the older version, the same data): 3 to 8 minutes in
-all on a 2-core machine shared with other runs.
+all on a 2-core machine shared with other runs. Master upgrades are killed
+both ways they go (issue 17): by export and import (``method=export``) and in
+place (``method=auto``: at the snapshot, in dpkg, in the health check); in
+place the serverdir is never moved, and it must be whole after every kill.
 
 The replica cases have a master and a replica host of their own, deployed at
 the older version; the master is then upgraded (a new uuid: the replica's data
@@ -165,7 +168,7 @@ class Crashable:
 
     def clear_leftovers(self) -> None:
         """What earlier cases kept (they are checked there): the tmpfs host has no room to spare."""
-        self.host.sh(f"rm -rf {HOME}/_data-* {HOME}/export-* {HOME}/.data.import-*")
+        self.host.sh(f"rm -rf {HOME}/_data-* {HOME}/._data-* {HOME}/export-* {HOME}/.data.import-*")
 
     def assert_as_before(self, version: str) -> None:
         """Package, data, services and the formula's view: all as before the crash."""
@@ -496,13 +499,17 @@ def test_a_killed_import_is_refused_then_recovered_with_nothing_lost(at_baseline
     deployment.assert_as_before(deployment.old)
 
 
-# (step it is killed at, how it is mended): each step both ways would double the time; dpkg's both ways.
+# (method, step it is killed at, how it is mended): each step both ways would double the time; dpkg's
+# both ways. method auto goes in place here (6.14 -> 6.20: one devpi database version).
 UPGRADE_CASES = [
-    ("export", "recover"),
-    ("install", "recover"),
-    ("install", "rerun"),
-    ("import", "recover"),
-    ("start server", "rerun"),
+    ("export", "export", "recover"),
+    ("export", "install", "recover"),
+    ("export", "install", "rerun"),
+    ("export", "import", "recover"),
+    ("export", "start server", "rerun"),
+    ("auto", "snapshot", "recover"),
+    ("auto", "install", "rerun"),
+    ("auto", "health check", "recover"),
 ]
 
 
@@ -521,13 +528,22 @@ def killing_point(deployment: Crashable, step: str):
         )
     if step == "import":
         return lambda operation, trail: trail.get("step") == "import" and importing(operation)
+    if step == "snapshot":  # some of it made: the hidden scratch folder holds files already
+        return lambda operation, trail: (
+            trail.get("step") == "snapshot" and any(deployment.host.path(HOME).glob("._data-backup-*.incomplete/*"))
+        )
     return lambda operation, trail: trail.get("step") == step
 
 
-@pytest.mark.parametrize(("step", "way"), UPGRADE_CASES, ids=[f"{step}-{way}" for step, way in UPGRADE_CASES])
-def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, step, way):
+@pytest.mark.parametrize(
+    ("method", "step", "way"),
+    UPGRADE_CASES,
+    ids=[f"{'in place ' if method == 'auto' else ''}{step}-{way}" for method, step, way in UPGRADE_CASES],
+)
+def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, method, step, way):
     deployment = at_baseline
-    operation = Operation(deployment, "sentry_upgrade.master", deployment.new, "refresh=False", "method=export")
+    upgrade = ("sentry_upgrade.master", deployment.new, "refresh=False", f"method={method}")
+    operation = Operation(deployment, *upgrade)
     operation.wait_until(f"step {step!r}", killing_point(deployment, step))
     if step == "install":
         time.sleep(0.3)  # well into dpkg's unpacking
@@ -543,12 +559,15 @@ def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, step, way):
         assert any("devpi-import" in command for command in killed), killed
     if trail.get("backup"):
         assert deployment.disk(trail["backup"]) == deployment.baseline["on_disk"]
+    if method == "auto":  # in place: the serverdir stays where it is, whole, the snapshot beside it
+        assert trail.get("snapshot"), trail
+        assert deployment.disk(SERVERDIR) == deployment.baseline["on_disk"]
 
     assert_refused(deployment, trail)
     assert not deployment.answers(f"{NGINX_URL}/+api"), "nginx was started over the trail"
-    if step in ("install", "import"):
+    if method == "export" and step in ("install", "import"):
         assert not any(deployment.host.path(SERVERDIR).iterdir()), "something was initialised over the trail"
-    if step == "start server":
+    if step in ("start server", "health check"):
         # The server the upgrade started runs on; restarted without its upgrade, it does not serve.
         assert_supervisor_restart_does_not_serve(deployment)
     else:
@@ -560,9 +579,10 @@ def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, step, way):
         assert recovered["rolled_back"] is True and recovered["step"] == step, recovered
         expected = deployment.old
     else:
-        result = deployment.call("sentry_upgrade.master", deployment.new, "refresh=False", "method=export")
+        result = deployment.call(*upgrade)
         print(f"rerun: recovered first {result.get('recovered_first')}; steps {result['steps']}")
         assert result["changed"] is True and result["recovered_first"]["rolled_back"] is True, result
+        assert result["method"]["method"] == ("in_place" if method == "auto" else "export_import"), result
         assert result["version"] == {"old": deployment.old, "new": deployment.new}, result
         expected = deployment.new
     deployment.assert_as_before(expected)
