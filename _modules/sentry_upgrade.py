@@ -138,10 +138,21 @@ def _recover_first(config: dict) -> dict | None:
 
 def _status(config: dict) -> dict:
     """The instance's status; ``up: False`` with the ``error`` when it does not answer (no exit code set)."""
-    try:
-        return __utils__["sentry_api.status"](config["url"])
-    except CommandExecutionError as exc:
-        return {"up": False, "url": config["url"], "error": str(exc)}
+    return _status_reader(config)()
+
+
+def _status_reader(config: dict) -> Callable[[], dict]:
+    """``_status`` for a _utils module to call back: sentry_api.status looked up here, as __utils__ is
+    missing from the dunders a lambda sees when a util calls it."""
+    status = __utils__["sentry_api.status"]
+
+    def read() -> dict:
+        try:
+            return status(config["url"])
+        except CommandExecutionError as exc:
+            return {"up": False, "url": config["url"], "error": str(exc)}
+
+    return read
 
 
 def _start(config: dict) -> dict:
@@ -373,7 +384,7 @@ def wait_synced(timeout: float = 600, instance: str | None = None) -> dict:
     config = _settings(instance)
     master_url = _master_url(config)
     master_ = __utils__["sentry_api.master_status"](master_url)
-    return __utils__["sentry_api.wait_follows"](lambda: _status(config), master_, master_url, timeout)
+    return __utils__["sentry_api.wait_follows"](_status_reader(config), master_, master_url, timeout)
 
 
 def replica(

@@ -7,6 +7,11 @@ known file through the front and a writer creates users through it.
 A corrupted release file on the master makes the first attempt fail and roll
 back; with the file mended, the upgrade goes through; a second run changes
 nothing.
+
+Twice, one cluster each: with ``method: auto`` (6.14 -> 6.20 share devpi's
+database version, so master and replicas go in place: snapshot, install,
+start; devpi-fsck catches the corrupt file) and with ``method: export``
+(export and import; the import catches it; replicas are remade).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ TARGETS = ("alice/dev", "alice/prod", "bob/main")
 RELEASE_FILES = 24
 ORCHESTRATE_TIMEOUT = 1200
 PROBE_USER_PREFIX = "probe"
+# sentry:upgrade:method of each run, and how the master (and the replicas) go with it.
+METHODS = {"auto": ("in_place", "in_place"), "export": ("export_import", "remake")}
 
 
 def no_proxy_opener() -> urllib.request.OpenerDirector:
@@ -63,8 +70,9 @@ def pillars(hosts, version: str) -> dict[str, dict]:
 class Upgradable:
     """The deployed cluster, the versions, and what a client sees."""
 
-    def __init__(self, cluster: SaltCluster, hosts: dict, old: str, new: str) -> None:
-        self.cluster, self.hosts, self.old, self.new = cluster, hosts, old, new
+    def __init__(self, cluster: SaltCluster, hosts: dict, old: str, new: str, method: str) -> None:
+        self.cluster, self.hosts, self.old, self.new, self.method = cluster, hosts, old, new, method
+        self.master_method, self.replica_method = METHODS[method]
         self.front_url = f"http://{hosts[FRONT].address}"
         self.known_file = ""  # path on the server of a file the reader fetches
 
@@ -77,7 +85,7 @@ class Upgradable:
                     "replicas": f"L@{','.join(REPLICAS)}",
                     "front": FRONT,
                     "refresh": False,  # the hosts have no way out; the local repository is known already
-                    "method": "export",  # this module covers export/import; test_upgrade_inplace the other way
+                    "method": self.method,
                     "sync_timeout": 180,
                 }
             }
@@ -138,8 +146,8 @@ class Upgradable:
         return base64.b64encode(f"root:{token}".encode()).decode()
 
 
-@pytest.fixture(scope="module")
-def upgradable(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def upgradable(request, salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
     old, new = deb_version(old_sentry_deb), deb_version(sentry_deb)
     with SaltCluster(salt_factories, tmp_path_factory.mktemp("upgrade"), state_top=STATE_TOP) as cluster:
         hosts = cluster.add_minions({minion_id: {} for minion_id in (*NODES, FRONT)})
@@ -149,7 +157,7 @@ def upgradable(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_fa
             cluster.set_pillar(minion_id, pillar)
         first = cluster.apply("*")
         assert {minion: failed(states) for minion, states in first.items() if failed(states)} == {}
-        deployment = Upgradable(cluster, hosts, old, new)
+        deployment = Upgradable(cluster, hosts, old, new, request.param)
         upload_release_files(deployment, tmp_path_factory.mktemp("upgrade-wheels"))
         deployment.wait_replicas_synced()
         yield deployment
@@ -275,8 +283,12 @@ def test_a_corrupt_release_file_fails_the_master_upgrade_and_rolls_everything_ba
         before = {node: upgradable.content(node) for node in NODES}
         ran = upgradable.orchestrate(upgradable.new)
         assert ran.returncode != 0, ran.stdout
-        assert "failed at step 'import'" in ran.stdout, ran.stdout[-6000:]
-        assert "sha256 mismatch" in ran.stdout
+        if upgradable.master_method == "in_place":  # devpi-fsck of the serverdir, started by the new version
+            assert "failed at step 'health check'" in ran.stdout, ran.stdout[-6000:]
+            assert f"devpi-fsck of {SERVERDIR} failed" in ran.stdout and victim.rsplit("/", 1)[1] in ran.stdout
+        else:
+            assert "failed at step 'import'" in ran.stdout, ran.stdout[-6000:]
+            assert "sha256 mismatch" in ran.stdout
         states = orchestration_states(ran)
         replica_steps = [key for key in states if "sentry-upgrade-replica-" in key]
         assert all(states[key]["result"] is False and not states[key]["changes"] for key in replica_steps), (
@@ -286,10 +298,15 @@ def test_a_corrupt_release_file_fails_the_master_upgrade_and_rolls_everything_ba
         assert {node: upgradable.content(node) for node in NODES} == before
         assert upgradable.call(PRIMARY, "sentry_admin.status")["up"] is True
         assert upgradable.hosts[FRONT].path("/etc/nginx/sites-available/sentry-front.conf").read_text() == front_site
-        kept = master.sh("ls -d /var/lib/sentry/export-*").stdout.split()
-        assert len(kept) == 1, kept  # the failed attempt's export is kept
-        # devpi-import stopped at the bad file and left nothing in the serverdir: no empty _data-failed-* either
-        assert master.sh("ls -d /var/lib/sentry/_data-failed-* 2>/dev/null || true").stdout.split() == []
+        exports = master.sh("ls -d /var/lib/sentry/export-* 2>/dev/null || true").stdout.split()
+        failed_data = master.sh("ls -d /var/lib/sentry/_data-failed-* 2>/dev/null || true").stdout.split()
+        if upgradable.master_method == "in_place":
+            # no export; the serverdir the new version ran on is kept aside, the snapshot is back in its place
+            assert (len(exports), len(failed_data)) == (0, 1), (exports, failed_data)
+        else:
+            # the failed attempt's export is kept; devpi-import stopped at the bad file and left nothing in
+            # the serverdir: no empty _data-failed-* either
+            assert (len(exports), len(failed_data)) == (1, 0), (exports, failed_data)
     finally:
         master.path(victim).write_bytes(original)
     upgradable.wait_replicas_synced()
@@ -314,13 +331,19 @@ def test_upgrade_keeps_every_file_and_reads_never_fail(upgradable):
         assert set(traffic.acknowledged_users()) <= users, node
 
     report = upgradable.call(PRIMARY, "sentry_admin.last_upgrade")
-    bare = report["export"]["seconds"] + report["import"]["seconds"]
+    assert report["method"]["method"] == upgradable.master_method, report["method"]
+    for replica in REPLICAS:
+        assert upgradable.call(replica, "sentry_upgrade.last")["method"]["method"] == upgradable.replica_method
     outage = traffic.write_outage()
+    if upgradable.master_method == "in_place":
+        against = f"snapshot step {report['steps'].get('snapshot')}s (goal: window <= 10 s)"
+    else:
+        bare = report["export"]["seconds"] + report["import"]["seconds"]
+        against = f"bare export+import {bare:.1f}s; window / bare = {outage / bare:.2f} (goal <= 1.2 + 10 s / bare)"
     print(
+        f"method {upgradable.method} ({report['method']['method']}: {report['method']['why']})\n"
         f"reads through the front: {traffic.reads}, failed {traffic.failed_reads} {traffic.read_errors[:5]}\n"
-        f"write-unavailable window: {outage:.1f}s (master says {report['write_outage_seconds']}s); "
-        f"bare export+import {bare:.1f}s; window / bare = {outage / bare:.2f} (goal <= 1.2 + 10 s / bare = "
-        f"{1.2 + 10 / bare:.2f})\n"
+        f"write-unavailable window: {outage:.1f}s (master says {report['write_outage_seconds']}s); {against}\n"
         f"master's steps (s): {report['steps']}"
     )
     assert traffic.reads > 20 and traffic.failed_reads == 0, traffic.read_errors[:10]
@@ -340,6 +363,10 @@ def test_running_it_again_at_the_same_version_changes_nothing(upgradable):
 def test_prune_backups_keeps_the_newest_of_each_kind(upgradable):
     master = upgradable.hosts[PRIMARY]
     listed = upgradable.call(PRIMARY, "sentry_admin.backups")
+    if upgradable.master_method == "in_place":
+        # the failed attempt kept the serverdir its new version ran on; the upgrade its snapshot; no exports
+        assert [len(listed[kind]) for kind in ("backup", "failed", "export")] == [1, 1, 0], listed
+        return
     # the failed attempt left its export (its import wrote nothing to keep); the upgrade its backup and export
     assert [len(listed[kind]) for kind in ("backup", "failed", "export")] == [1, 0, 2], listed
 
