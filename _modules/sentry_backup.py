@@ -315,11 +315,27 @@ def _drill(config: dict, path: str, port: int, steps: dict) -> dict:
             raise CommandExecutionError(f"could not remove the drill's scratch folder {scratch}; remove it by hand")
 
 
+# The scratch server's secret is random and thrown away with it: its keys need no stretching (devpi's
+# default would cost 512 MiB and seconds of CPU).
+SCRATCH_KDF = ("--argon2-memory-cost", "8192", "--argon2-time-cost", "1", "--argon2-parallelism", "1")
+
+
 def _serve(config: dict, serverdir: str, port: int, url: str, scratch: str) -> subprocess.Popen:
     """A server on ``serverdir`` at ``url``, as the service user, in a session of its own; once it answers."""
     log = open(os.path.join(scratch, "server.log"), "wb")  # the server's until it stops
     server = subprocess.Popen(
-        [SERVER_BIN, "--serverdir", serverdir, "--host", "127.0.0.1", "--port", str(port), "--offline-mode"],
+        [
+            SERVER_BIN,
+            "--serverdir",
+            serverdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--offline-mode",
+            "--",
+            *SCRATCH_KDF,
+        ],
         user=config["user"],
         group=config["group"],
         extra_groups=[],

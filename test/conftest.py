@@ -15,16 +15,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.aptrepo import make_apt_repo
 from support.debs import build_deb, install_deb, known_versions
 from support.host_roots import host_name, host_root, new_host
-from support.hosts import NAME_PREFIX, remove_bridge
+from support.hosts import NAME_PREFIX, hold_runs_lock, remove_bridge
 from support.paths import DEFAULT_VERSION, REPO, UNIT_TIER
 from support.salt_factories import salt_factories_config  # noqa: F401 (a fixture, for every test)
+from support.shards import parse as parse_shard
+from support.shards import select as select_shard
 from support.sigterm import SigtermAsCtrlC
 
 _sigterm_as_ctrl_c = SigtermAsCtrlC()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shard",
+        metavar="K/N",
+        help="run shard K of N: whole test modules dealt out by their usual length (support/shards.py)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _sigterm_as_ctrl_c.install()
+    if config.getoption("shard"):
+        parse_shard(config.getoption("shard"))  # a usage error before anything is collected
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("shard"):
+        return
+    kept, deselected = select_shard(items, parse_shard(config.getoption("shard")))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -50,7 +71,8 @@ def nosystemd_root() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _leave_no_bridge():
-    """Multi-host tests share a bridge; the machine has it only during the session."""
+    """Multi-host tests share a bridge; the machine has it only while some test run is on."""
+    hold_runs_lock()
     yield
     remove_bridge()
 

@@ -123,6 +123,11 @@ REPLICA_WITHOUT_SECRET = merged(
 CASES = [
     # --- pillar, state.apply sentry ---
     Case("port-not-an-int", "sentry:server:port must be a number, got string", {"server": {"port": "3141"}}),
+    Case(
+        "kdf-memory-below-lanes",
+        "sentry:server:secret_kdf:memory_cost must be a whole number 32 or more, got 16",
+        {"server": {"secret_kdf": {"memory_cost": 16, "parallelism": 4}}},
+    ),
     Case("port-out-of-range", "sentry:nginx:port must be a port number 1-65535, got 70000", {"nginx": {"port": 70000}}),
     Case(
         "unknown-install-source",

@@ -1,12 +1,14 @@
 """A test run stopped by SIGTERM or Ctrl-C leaves nothing behind on the machine.
 
-A small pytest session runs in a subprocess on this repository's conftest: a
+A small test session runs in a subprocess on this repository's conftest: a
 salt-master (SaltCluster) and a minion in a test host on the bridge, then it
-sleeps. Mid-test it gets SIGTERM (as from a CI runner or ``kill``) or SIGINT
-to its whole process group (as from Ctrl-C in a terminal). Afterwards no
-process it started runs, and none of its network namespaces, veths or mounts
-is left. Its hosts' names carry a prefix of their own (SENTRY_TEST_PREFIX):
-this run's hosts, and other runs' on the machine, are never touched.
+sleeps. It runs as one pytest, and as script/test runs the suite (two shards
+side by side, two such test modules, one in each). Mid-test it gets SIGTERM
+(as from a CI runner or ``kill``) or SIGINT to its whole process group (as
+from Ctrl-C in a terminal). Afterwards no process it started runs, and none
+of its network namespaces, veths or mounts is left. Its hosts' names carry a
+prefix of their own (SENTRY_TEST_PREFIX): this run's hosts, and other runs'
+on the machine, are never touched.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support.hosts import NAME_PREFIX
+from support.hosts import HOST_OFFSET, NAME_PREFIX
 from support.paths import REPO
 
 pytestmark = pytest.mark.slow
 
-# Bridge addresses of the inner run's hosts: a range no other test uses.
-INNER_FIRST_HOST_NUMBER = 200
+# Last byte of the inner run's hosts' bridge addresses, one per inner test module: above every other
+# run's (script/test's two shards use up to offset 130 + number 104). Each module turns it into a host
+# number against the offset its own run was given.
+INNER_ADDRESSES = (246, 247)
 MID_TEST_TIMEOUT = 300
 EXIT_TIMEOUT = 120
 LEFTOVER_GRACE = 15
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import psutil
 from support.cluster import SaltCluster
+from support.hosts import HOST_OFFSET
 from support.salt_factories import salt_factories_config  # a module's fixture outranks salt-factories' own default
 
 
@@ -57,7 +62,7 @@ def identities(processes):
 
 
 def test_stop(salt_factories, tmp_path):
-    cluster = SaltCluster(salt_factories, tmp_path / "c", master_id="stop", first_host_number={first_host_number})
+    cluster = SaltCluster(salt_factories, tmp_path / "c", master_id="stop", first_host_number={address} - HOST_OFFSET)
     with cluster:
         host = cluster.add_minion("stop-minion", {{}})
         master = psutil.Process(cluster.master.pid)
@@ -85,30 +90,24 @@ def test_stop(salt_factories, tmp_path):
 """
 
 
-def start_inner_run(workdir: Path, prefix: str, marker: Path, log: Path) -> subprocess.Popen:
-    """The inner pytest session, in a session of its own (its own process group, as a terminal's job is)."""
-    test_file = workdir / "test_stopped.py"
-    test_file.write_text(INNER_TEST.format(first_host_number=INNER_FIRST_HOST_NUMBER, marker=str(marker)))
+def start_inner_run(workdir: Path, prefix: str, markers: list[Path], log: Path, launcher: str) -> subprocess.Popen:
+    """The inner session, in a session of its own (its own process group, as a terminal's job is): one
+    pytest, or script/test's two shards; one test module per marker."""
+    test_files = []
+    for number, marker in enumerate(markers):
+        test_files.append(workdir / f"test_stopped_{number}.py")
+        test_files[-1].write_text(INNER_TEST.format(address=INNER_ADDRESSES[number], marker=str(marker)))
     env = {**os.environ, "SENTRY_TEST_PREFIX": prefix, "PYTHONPATH": str(REPO / "test")}
+    env["SENTRY_TEST_HOST_OFFSET"] = str(HOST_OFFSET)
+    options = ["-p", "conftest", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", str(workdir), "-q"]
+    if launcher == "pytest":
+        # Short: the salt-master's unix sockets lie below it, and their paths may have 107 characters at most.
+        command = [sys.executable, "-m", "pytest", *options, "--basetemp", str(workdir / "t")]
+    else:  # each shard its own pytest's temporary folder
+        command = [str(REPO / "script" / "test"), *options]
     with log.open("wb") as output:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "conftest",  # the repository's fixtures, from PYTHONPATH
-                "-p",
-                "no:cacheprovider",
-                "-c",
-                os.devnull,
-                "--rootdir",
-                str(workdir),
-                "--basetemp",
-                str(workdir / "t"),
-                "-q",
-                str(test_file),
-            ],
+            [*command, *map(str, test_files)],
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -118,15 +117,21 @@ def start_inner_run(workdir: Path, prefix: str, marker: Path, log: Path) -> subp
         )
 
 
-def wait_for_marker(run: subprocess.Popen, marker: Path, log: Path) -> dict:
+def wait_for_markers(run: subprocess.Popen, markers: list[Path], log: Path) -> dict:
+    """What the inner tests started, once all of them are mid-test."""
     deadline = time.monotonic() + MID_TEST_TIMEOUT
-    while not marker.exists():
+    while not all(marker.exists() for marker in markers):
         if run.poll() is not None:
             pytest.fail(f"the inner run ended before its test got going:\n{log.read_text()[-5000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"the inner run was not mid-test within {MID_TEST_TIMEOUT}s:\n{log.read_text()[-5000:]}")
         time.sleep(0.5)
-    return json.loads(marker.read_text())
+    found = [json.loads(marker.read_text()) for marker in markers]
+    return {
+        "processes": [process for one in found for process in one["processes"]],
+        "netns": [one["netns"] for one in found],
+        "veth": [one["veth"] for one in found],
+    }
 
 
 def leftovers(workdir: Path, prefix: str, started: dict) -> list[str]:
@@ -143,29 +148,36 @@ def leftovers(workdir: Path, prefix: str, started: dict) -> list[str]:
             reasons.append("started by the inner run")
         if str(workdir) in cmdline or str(workdir) in (info["cwd"] or ""):
             reasons.append("works in its directory")
-        if (info["environ"] or {}).get("SENTRY_TEST_PREFIX") == prefix:
+        if (info["environ"] or {}).get("SENTRY_TEST_PREFIX", "").startswith(prefix):
             reasons.append("has its environment")
         if reasons:
             found.append(f"process {info['pid']} ({', '.join(reasons)}): {cmdline}")
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     found += [f"netns {line}" for line in netns.splitlines() if line.startswith(f"sentry-test-{prefix}")]
-    if subprocess.run(["ip", "link", "show", started["veth"]], capture_output=True, check=False).returncode == 0:
-        found.append(f"veth {started['veth']}")
+    for veth in started["veth"]:
+        if subprocess.run(["ip", "link", "show", veth], capture_output=True, check=False).returncode == 0:
+            found.append(f"veth {veth}")
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    found += [f"mount {line}" for line in mounts if started["netns"] in line or str(workdir) in line]
+    found += [
+        f"mount {line}" for line in mounts if any(netns in line for netns in started["netns"]) or str(workdir) in line
+    ]
     return found
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
-def test_a_stopped_run_leaves_no_process_namespace_or_mount(stop):
+@pytest.mark.parametrize(
+    ("launcher", "stop"),
+    [("pytest", "sigterm"), ("pytest", "ctrl-c"), ("script/test", "sigterm"), ("script/test", "ctrl-c")],
+)
+def test_a_stopped_run_leaves_no_process_namespace_or_mount(launcher, stop):
     prefix = f"{NAME_PREFIX}stop{os.getpid()}-"
-    # Short: the salt-master's unix sockets lie below it, and their paths may have 107 characters at most.
     workdir = Path(tempfile.mkdtemp(prefix="sentry-stop-"))
-    marker, log = workdir / "mid-test.json", workdir / "inner.log"
-    run = start_inner_run(workdir, prefix, marker, log)
+    modules = 1 if launcher == "pytest" else 2
+    markers, log = [workdir / f"mid-test-{number}.json" for number in range(modules)], workdir / "inner.log"
+    run = start_inner_run(workdir, prefix, markers, log, launcher)
     try:
-        started = wait_for_marker(run, marker, log)
-        assert started["netns"] == f"sentry-test-{prefix}stop-minion"
+        started = wait_for_markers(run, markers, log)
+        shards = [""] if launcher == "pytest" else ["s1-", "s2-"]  # script/test's shard prefixes
+        assert sorted(started["netns"]) == [f"sentry-test-{prefix}{shard}stop-minion" for shard in shards]
         # Before: the check below sees the inner run's things while they are there.
         assert any("started by the inner run" in line for line in leftovers(workdir, prefix, started))
         assert any(line.startswith("netns ") for line in leftovers(workdir, prefix, started))

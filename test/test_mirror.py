@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -395,7 +396,9 @@ def test_https_proxy_is_the_way_out_when_the_upstream_is_not_reachable_directly(
     bridge = ipaddress.ip_network(f"{BRIDGE_ADDRESS}/{BRIDGE_PREFIX}", strict=False)
     with new_host("mirror-proxy", address=host_address(PROXY_NUMBER)) as proxy_host:
         no_route_out(proxy_host)
-        proxy = ForwardProxy(proxy_host, network=str(bridge)).start()
+        # A proxy that wants a login: its password is a secret like the others.
+        proxy_password = f"Proxy-{secrets.token_urlsafe(9)}"
+        proxy = ForwardProxy(proxy_host, network=str(bridge), login=("ci", proxy_password)).start()
         # A company network: the index host reaches the outside only through the proxy.
         blocked = ["ip", "route", "add", "unreachable", f"{upstream.address}/32"]
         host.run(blocked)
@@ -410,6 +413,7 @@ def test_https_proxy_is_the_way_out_when_the_upstream_is_not_reachable_directly(
             proxied = salt.apply("sentry")
             assert proxied.succeeded, proxied.failed or proxied.errors
             assert {"sentry-supervisor-program-file", "sentry-supervisor-program-running"} <= set(proxied.changed)
+            assert proxy_password not in proxied.stdout + proxied.stderr
             via = install(host, ROOT_PYPI, "mpmath==1.3.0", target="/tmp/mpmath-proxied")
             assert set(via.files) == {MPMATH}
             assert fetched_sha256(host, via.files[MPMATH]) == upstream.sha256[MPMATH]
@@ -420,6 +424,7 @@ def test_https_proxy_is_the_way_out_when_the_upstream_is_not_reachable_directly(
             salt.set_pillar(mirror_pillar(sentry_deb, upstream))
             restored = salt.apply("sentry")
         assert restored.succeeded, restored.failed or restored.errors
+        assert proxy_password not in restored.stdout + restored.stderr
 
 
 def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, upstream):

@@ -3,6 +3,9 @@
 {%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
 {%- set supervisor, program = sentry.supervisor, sentry.server.program %}
 {%- set conf_file = supervisor.confdir ~ "/" ~ program ~ ".conf" %}
+{#- A proxy login in the file, now or before this run, keeps its diff out of state output. #}
+{%- set conf_has_secrets = sentry.derived.environment_has_secrets
+      or (salt["file.file_exists"](conf_file) and salt["file.search"](conf_file, "PROXY=\"[a-z]+://[^/\"]*@")) %}
 
 include:
   - {{ tplroot }}.package
@@ -60,6 +63,7 @@ sentry-supervisor-program-file:
     - user: root
     - group: {{ sentry.user.group }}
     - mode: "0640"
+    - show_changes: {{ not conf_has_secrets }}
     - require:
       - pkg: sentry-supervisor-package
       - group: sentry-user-group

@@ -19,6 +19,7 @@ Commands run inside through ``nsenter``; files are reached from outside through
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -102,7 +103,14 @@ def host_address6(number: int) -> str:
 def ensure_bridge() -> None:
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode == 0:
         return
-    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+    made = subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        if "exists" in made.stderr:  # another run made it meanwhile (and sets it up)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and BRIDGE_ADDRESS not in _bridge_addresses():
+                time.sleep(0.1)
+            return
+        raise TestHostError(f"cannot make the test bridge {BRIDGE}: {made.stderr.strip()}")
     subprocess.run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{BRIDGE_PREFIX}", "dev", BRIDGE], check=True)
     subprocess.run(
         ["ip", "-6", "addr", "add", f"{BRIDGE_ADDRESS6}/{BRIDGE_PREFIX6}", "dev", BRIDGE, "nodad"], check=True
@@ -110,12 +118,45 @@ def ensure_bridge() -> None:
     subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
 
 
+# Every test run on the machine holds it shared while it runs (script/test's two shards, other runs):
+# the last to end, the one that can take it alone, may remove the bridge.
+RUNS_LOCK = Path("/run/lock/sentry-test-runs.lock")
+_runs_lock: list = []
+
+
+def _bridge_addresses() -> str:
+    return subprocess.run(["ip", "addr", "show", BRIDGE], capture_output=True, text=True, check=False).stdout
+
+
+def hold_runs_lock() -> None:
+    """This run is on (until the process ends or remove_bridge)."""
+    handle = RUNS_LOCK.open("a")
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    _runs_lock.append(handle)
+
+
+def _last_run() -> bool:
+    """No other run holds the lock: this one's hold ends, and the lock can be taken alone."""
+    for handle in _runs_lock:
+        handle.close()
+    _runs_lock.clear()
+    with RUNS_LOCK.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
+
+
 def remove_bridge() -> None:
     """Remove the bridge unless another test run on this machine still uses it.
 
-    It does while a host is attached, or while its salt-master listens on the
-    bridge's address (before its first host starts, or after the last went).
+    It does while the run is on (``hold_runs_lock``; a run starts its
+    salt-masters and hosts in any order, sharing the bridge), while a host is
+    attached, or while a salt-master listens on the bridge's address.
     """
+    if not _last_run():
+        return
     attached = subprocess.run(
         ["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True, check=False
     )

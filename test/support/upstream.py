@@ -290,11 +290,12 @@ class ForwardProxy:
 
     DIR = "/srv/proxy"
 
-    def __init__(self, host: TestHost, network: str, port: int = 8888) -> None:
+    def __init__(self, host: TestHost, network: str, port: int = 8888, login: tuple[str, str] | None = None) -> None:
         if not host.address:
             raise ValueError(f"proxy host {host.name} needs an address on the test bridge")
-        self.host, self.network, self.port = host, network, port
-        self.url = f"http://{host.address}:{port}"
+        self.host, self.network, self.port, self.login = host, network, port, login
+        userinfo = f"{login[0]}:{login[1]}@" if login else ""
+        self.url = f"http://{userinfo}{host.address}:{port}"
         self.log = f"{self.DIR}/tinyproxy.log"
 
     def start(self) -> ForwardProxy:
@@ -304,6 +305,7 @@ class ForwardProxy:
             TINYPROXY_CONF.format(
                 port=self.port, address=self.host.address, network=self.network, log=self.log, pid=f"{self.DIR}/pid"
             )
+            + (f"BasicAuth {self.login[0]} {self.login[1]}\n" if self.login else "")
         )
         # It drops to nobody after binding: the log (and pid) must be writable for that user.
         self.host.sh(f"touch {self.log} {self.DIR}/pid && chown nobody:nogroup {self.log} {self.DIR}/pid")

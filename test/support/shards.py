@@ -1,0 +1,89 @@
+"""The suite split into shards that run side by side (script/test runs two), each a test run of its own.
+
+``--shard K/N`` keeps the test modules of shard K of N and deselects the
+rest. Every shard collects the same modules (the same arguments) and deals
+them out the same way: longest first, each to the shard with the least work
+so far, by the seconds a module took in a whole run (``MODULE_SECONDS``;
+a module not listed counts as ``UNKNOWN_SECONDS``). A module stays whole
+within one shard: its module-scoped hosts are made once.
+
+Shards share the machine, not their hosts: script/test gives each its own
+SENTRY_TEST_PREFIX and SENTRY_TEST_HOST_OFFSET, as any two test runs on one
+machine have (support/hosts.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+# Seconds each module took in a whole run on a 2-core machine (CI rehearsal, both shards running).
+# Only the order matters: a stale figure costs balance, never a test.
+MODULE_SECONDS = {
+    "test_crash.py": 900,
+    "test_upgrade.py": 520,
+    "test_instances.py": 400,
+    "test_monitor.py": 330,
+    "test_backup.py": 320,
+    "test_mirror.py": 300,
+    "test_deploy.py": 200,
+    "test_cluster.py": 200,
+    "test_health.py": 200,
+    "test_admin.py": 180,
+    "test_formula_master.py": 170,
+    "test_readme_order.py": 160,
+    "test_apt_repo.py": 150,
+    "test_upgrade_inplace.py": 150,
+    "test_formula.py": 140,
+    "test_bad_input.py": 120,
+    "test_secrets.py": 100,
+    "test_interrupt.py": 90,
+    "test_exposure.py": 80,
+    "test_ipv6.py": 70,
+    "test_dry_run.py": 60,
+    "test_formula_package.py": 50,
+    "test_loader_admin.py": 40,
+    "test_loader_program.py": 30,
+    "test_package.py": 20,
+    "test_docs.py": 5,
+}
+UNKNOWN_SECONDS = 120
+UNIT_SECONDS = 1  # test/unit: no hosts
+_SHARD = re.compile(r"^([1-9][0-9]*)/([1-9][0-9]*)$")
+
+
+def parse(value: str) -> tuple[int, int]:
+    """``K/N`` as (K, N), 1 <= K <= N."""
+    found = _SHARD.match(value)
+    if not found or int(found.group(1)) > int(found.group(2)):
+        raise pytest.UsageError(f"--shard wants K/N with 1 <= K <= N (e.g. 1/2), got {value!r}")
+    return int(found.group(1)), int(found.group(2))
+
+
+def _seconds(module: str) -> int:
+    """``module`` is a node id's path (test/test_crash.py, test/unit/test_journal.py)."""
+    if "/unit/" in f"/{module}":
+        return UNIT_SECONDS
+    return MODULE_SECONDS.get(module.rsplit("/", 1)[-1], UNKNOWN_SECONDS)
+
+
+def deal(modules: list[str], shards: int) -> list[list[str]]:
+    """The modules of each shard: longest first, each to the shard with the least seconds so far."""
+    weight = {module: _seconds(module) for module in modules}
+    dealt: list[list[str]] = [[] for _ in range(shards)]
+    load = [0] * shards
+    for module in sorted(modules, key=lambda name: (-weight[name], name)):
+        lightest = load.index(min(load))
+        dealt[lightest].append(module)
+        load[lightest] += weight[module]
+    return dealt
+
+
+def select(items: list[pytest.Item], shard: tuple[int, int]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(kept, deselected) of the collected ``items`` for shard (K, N)."""
+    number, shards = shard
+    modules = sorted({item.nodeid.split("::", 1)[0] for item in items})
+    mine = set(deal(modules, shards)[number - 1])
+    kept = [item for item in items if item.nodeid.split("::", 1)[0] in mine]
+    return kept, [item for item in items if item.nodeid.split("::", 1)[0] not in mine]
