@@ -92,6 +92,53 @@ def server_state(url: str | None = None, instance: str | None = None) -> dict:
     return _server_state(base, {"projects": {index: {} for index in every_index}})
 
 
+def brief(url: str | None = None, instance: str | None = None) -> dict:
+    """
+    What the instance's server (or the one at ``url``) holds, in brief: its
+    serial and uuid, and its users and indexes with their settings (GET /),
+    two requests whatever the number of release files. An in-place upgrade
+    reads it once writes have stopped and checks the new version against it
+    (``check_brief``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_health.brief
+    """
+    base = (url or _settings(instance)["url"]).rstrip("/")
+    status = __utils__["sentry_api.status"](base)
+    root = __utils__["sentry_api.get"](f"{base}/", f"GET {base}/")
+    return {"serial": status.get("serial"), "uuid": status.get("uuid"), "root": root}
+
+
+def check_brief(expected: dict, url: str | None = None, instance: str | None = None) -> dict:
+    """
+    Check the server against ``brief`` as read before: the same serial and
+    uuid (every change it had, and no other), the same users and indexes
+    with their settings. Returns what was checked and the seconds; raises
+    naming each difference.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_health.check_brief '{"serial": 41, "uuid": "...", "root": {...}}'
+    """
+    started = time.monotonic()
+    now = brief(url, instance)
+    found = __utils__["sentry_compare.brief_differences"](expected, now)
+    if found:
+        raise CommandExecutionError(f"health check failed: {__utils__['sentry_compare.summary'](found)}")
+    users = now["root"]
+    return {
+        "serial": now["serial"],
+        "users": len(users),
+        "indexes": sum(len(info.get("indexes", {})) for info in users.values()),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
 def check(
     export_path: str | None,
     url: str | None = None,

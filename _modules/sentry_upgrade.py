@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from salt.exceptions import CommandExecutionError
 
@@ -180,14 +181,16 @@ def master(
     Upgrade a master (or standalone) server to package ``version`` the safe
     way: download it, then choose (``sentry_inplace.method``). In place when
     the new server runs on the serverdir as it is (same devpi database
-    version): read what the server holds, stop the server and nginx,
-    snapshot the serverdir to ``_data-backup-<timestamp>`` (release files
-    hard-linked), install, start on the same serverdir, check it holds what
-    it held. Otherwise, or with ``method=export``: stop the server and nginx,
-    export, move the data to ``_data-backup-<timestamp>``, install the new
-    version, import into a fresh serverdir, start, check its health
-    (``sentry_health.check`` against the export as it was right after the
-    export). Then start nginx. The result's ``method`` says which and why.
+    version): devpi-fsck of its serverdir while it still serves, stop nginx,
+    read what the server holds in brief (serial, uuid, users and indexes),
+    stop the server, snapshot the serverdir to ``_data-backup-<timestamp>``
+    (release files hard-linked), install, start on the same serverdir, check
+    it holds the same in brief: nothing in the write window grows with the
+    number of release files. Otherwise, or with ``method=export``: stop the
+    server and nginx, export, move the data to ``_data-backup-<timestamp>``,
+    install the new version, import into a fresh serverdir, start, check its
+    health (``sentry_health.check`` against the export as it was right after
+    the export). Then start nginx. The result's ``method`` says which and why.
 
     On any failure it rolls back what it changed: the failed serverdir goes to
     ``_data-failed-<timestamp>``, the backup comes back, the previous version
@@ -215,16 +218,19 @@ def master(
     _check_master(config, version)
     chosen: dict = {}
 
-    def choose() -> None:  # downloaded, still serving
+    def choose(attempt) -> None:  # downloaded, still serving
         chosen.update(method=_method(config, version, method))
-        if chosen["method"]["method"] == IN_PLACE:  # what it holds, for the health check after
-            chosen.update(serial=_status(config).get("serial"), held=_held(config))
+        if chosen["method"]["method"] == IN_PLACE:
+            # What grows with the data is done here, while it serves: devpi-fsck of every release file.
+            attempt.step("check before")
+            chosen.update(fsck=__salt__["sentry_health.fsck"](instance=config["program"]))
 
     def upgrade(attempt, down: Callable[[], float]) -> dict:
         if chosen["method"]["method"] == IN_PLACE:
             _stop_holding(attempt, config, chosen)
-            check = lambda: __salt__["sentry_health.check"](None, instance=config["program"], expected=chosen["held"])  # noqa: E731
+            check = lambda: __salt__["sentry_health.check_brief"](chosen["at_stop"], instance=config["program"])  # noqa: E731
             fields = __utils__["sentry_inplace.master"](attempt, _in_place_actions(config, version, check))
+            fields["health"]["fsck_before"] = chosen["fsck"]
         else:
             _stop_writes_and_reads(attempt, config)
             fields = _export_import(attempt, config, version)
@@ -243,18 +249,14 @@ def master(
     return _attempt("master", config, before_version, version, refresh, upgrade, recovered, choose)
 
 
-def _held(config: dict) -> dict:
-    return __salt__["sentry_health.server_state"](instance=config["program"])
-
-
 def _stop_holding(attempt, config: dict, chosen: dict) -> None:
-    """In place: nginx first (the server listens on loopback only, so outside writes end with it); the
-    state read before is read again if a write came in since (the serial moved); then the server."""
+    """In place: nginx first (the server listens on loopback only, so outside writes end with it); then
+    what the server holds in brief (serial, uuid, users and indexes: as long whatever the number of
+    release files), which the new version must hold too; then the server."""
     if config["nginx_service"]:
         attempt.mark(nginx_stopped=True)
         __salt__["sentry_service.stop"](config["nginx_service"])
-    if _status(config).get("serial") != chosen["serial"]:
-        chosen["held"] = _held(config)
+    chosen["at_stop"] = __salt__["sentry_health.brief"](instance=config["program"])
     attempt.mark(stopped=True)
     __salt__["sentry_server.stop"](config["program"])
 
@@ -316,7 +318,7 @@ def _attempt(
     refresh: bool,
     body: Callable,
     recovered: dict | None,
-    choose: Callable[[], None] = lambda: None,
+    choose: Callable[[Any], None] = lambda attempt: None,
 ) -> dict:
     """The shape master and replica upgrades share: download and ``choose`` the method (while it still
     serves), begin the trail at 'stop', run ``body(attempt, down)`` (``down()``: seconds since the stop),
@@ -328,7 +330,7 @@ def _attempt(
             attempt.step("download")
             _fetch(config["package"], version, refresh)
         attempt.step("choose method")
-        choose()
+        choose(attempt)
         down_at = time.monotonic()
         attempt.step("stop")
         attempt.begin()
@@ -428,7 +430,7 @@ def replica(
         __salt__["sentry_server.alone"](version, instance=config["program"])
     chosen: dict = {}
 
-    def choose() -> None:
+    def choose(attempt) -> None:  # a replica checks nothing before: its master did
         following = current["up"] and current.get("master_uuid") == master_.get("uuid")
         follows = "" if following else f"it does not follow {master_url} as it is now (uuid {master_.get('uuid')})"
         if before_version == version:

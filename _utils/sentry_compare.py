@@ -212,6 +212,20 @@ def differences(expected_state: dict, actual_state: dict) -> list[str]:
     return found
 
 
+def brief_differences(before: dict, after: dict) -> list[str]:
+    """An in-place upgrade's check, as long whatever the number of release files: ``before`` (read once
+    writes stopped) and ``after`` (the new version started) are ``{"serial", "uuid", "root"}``, ``root``
+    being GET /'s result; the same serial and uuid, the same users and indexes with their settings."""
+    found = [
+        f"{key} is {after.get(key)!r}, {before.get(key)!r} at the stop"
+        for key in ("uuid", "serial")
+        if before.get(key) != after.get(key)
+    ]
+    was, now = actual(before["root"], {}, {}), actual(after["root"], {}, {})
+    found += _named_differences("user", was["users"], now["users"])
+    return found + _named_differences("index", was["indexes"], now["indexes"])
+
+
 def counts(state: dict) -> dict[str, int]:
     """Users, indexes, projects and release files of a state."""
     return {

@@ -10,8 +10,9 @@ nothing.
 
 Twice, one cluster each: with ``method: auto`` (6.14 -> 6.20 share devpi's
 database version, so master and replicas go in place: snapshot, install,
-start; devpi-fsck catches the corrupt file) and with ``method: export``
-(export and import; the import catches it; replicas are remade).
+start; devpi-fsck, run while the master still serves, catches the corrupt
+file before anything changes) and with ``method: export`` (export and
+import; the import catches it; replicas are remade).
 """
 
 from __future__ import annotations
@@ -283,8 +284,8 @@ def test_a_corrupt_release_file_fails_the_master_upgrade_and_rolls_everything_ba
         before = {node: upgradable.content(node) for node in NODES}
         ran = upgradable.orchestrate(upgradable.new)
         assert ran.returncode != 0, ran.stdout
-        if upgradable.master_method == "in_place":  # devpi-fsck of the serverdir, started by the new version
-            assert "failed at step 'health check'" in ran.stdout, ran.stdout[-6000:]
+        if upgradable.master_method == "in_place":  # devpi-fsck of the serverdir, before anything changes
+            assert "failed at step 'check before'" in ran.stdout, ran.stdout[-6000:]
             assert f"devpi-fsck of {SERVERDIR} failed" in ran.stdout and victim.rsplit("/", 1)[1] in ran.stdout
         else:
             assert "failed at step 'import'" in ran.stdout, ran.stdout[-6000:]
@@ -301,8 +302,8 @@ def test_a_corrupt_release_file_fails_the_master_upgrade_and_rolls_everything_ba
         exports = master.sh("ls -d /var/lib/sentry/export-* 2>/dev/null || true").stdout.split()
         failed_data = master.sh("ls -d /var/lib/sentry/_data-failed-* 2>/dev/null || true").stdout.split()
         if upgradable.master_method == "in_place":
-            # no export; the serverdir the new version ran on is kept aside, the snapshot is back in its place
-            assert (len(exports), len(failed_data)) == (0, 1), (exports, failed_data)
+            # refused while it still served: no export, no snapshot, nothing kept aside
+            assert (len(exports), len(failed_data)) == (0, 0), (exports, failed_data)
         else:
             # the failed attempt's export is kept; devpi-import stopped at the bad file and left nothing in
             # the serverdir: no empty _data-failed-* either
@@ -364,8 +365,8 @@ def test_prune_backups_keeps_the_newest_of_each_kind(upgradable):
     master = upgradable.hosts[PRIMARY]
     listed = upgradable.call(PRIMARY, "sentry_admin.backups")
     if upgradable.master_method == "in_place":
-        # the failed attempt kept the serverdir its new version ran on; the upgrade its snapshot; no exports
-        assert [len(listed[kind]) for kind in ("backup", "failed", "export")] == [1, 1, 0], listed
+        # the failed attempt changed nothing; the upgrade kept its snapshot; no exports
+        assert [len(listed[kind]) for kind in ("backup", "failed", "export")] == [1, 0, 0], listed
         return
     # the failed attempt left its export (its import wrote nothing to keep); the upgrade its backup and export
     assert [len(listed[kind]) for kind in ("backup", "failed", "export")] == [1, 0, 2], listed

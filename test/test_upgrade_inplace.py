@@ -10,12 +10,12 @@ as root through nginx every 0.3 s:
   is there; the write window is printed beside the master's own figure;
 - the same upgrade forced to export and import (``method=export``) says so,
   goes through export and import (a new uuid) and keeps everything too;
-- an in-place upgrade whose health check fails (a release file removed from
-  the serverdir while the new version installs: devpi-fsck misses it) rolls
-  back: old version, old data with that file, the server answering, no trail.
+- an in-place upgrade whose health check fails (the serverdir's node
+  identity changed while the new version installs, as a version that
+  misread the serverdir would show) rolls back: old version, old data, the
+  server answering with its old uuid, no trail.
 
-Kill tests of the in-place steps are not here yet (test_crash covers the
-export/import ones).
+test_crash kills the in-place steps; test_upgrade runs them orchestrated.
 """
 
 from __future__ import annotations
@@ -185,6 +185,11 @@ def test_same_database_version_upgrades_in_place_and_keeps_everything(deployment
     }
     assert result["method"]["read_from"].endswith(f"sentry_{deployment.new}_amd64.deb")  # the downloaded deb
     assert [step for step in result["steps"] if step in ("snapshot", "export", "import")] == ["snapshot"]
+    # devpi-fsck while it still served; in the window only what does not grow with the data
+    steps = list(result["steps"])
+    assert steps.index("check before") < steps.index("stop") < steps.index("health check"), steps
+    assert result["health"]["fsck_before"]["files"] >= len(before["on_disk"]), result["health"]
+    assert result["health"]["users"] >= 2 and isinstance(result["health"]["serial"], int), result["health"]
     assert deployment.call("sentry_upgrade.last")["method"]["method"] == "in_place"
     assert deployment.call("pkg.version", "sentry") == deployment.new
     assert deployment.uuid() == uuid  # the same serverdir, not an import
@@ -243,20 +248,25 @@ def wait_for_step(host, step: str, timeout: float = 300) -> None:
 
 def test_a_failed_health_check_in_place_rolls_back_to_the_old_version_and_data(deployment):
     host, before, uuid = deployment.host, deployment.content(), deployment.uuid()
-    victim = host.sh(f"find {SERVERDIR}/+files/alice/prod -name '*.whl' | sort | head -1").stdout.strip()
+    stranger = "0" * 32
+    rewrite_uuid = (
+        "import json, sys; path = sys.argv[1]; info = json.load(open(path)); info['uuid'] = sys.argv[2]; "
+        "open(path, 'w').write(json.dumps(info))"
+    )
     finished: list = []
     upgrading = threading.Thread(target=lambda: finished.append(deployment.upgrade()))
     upgrading.start()
     try:
         wait_for_step(host, "install")
-        host.run(["rm", victim])  # one link of it: the snapshot keeps the file
+        # A copy in the snapshot: rewritten in place, the serverdir's alone changes.
+        host.run(["/usr/bin/python3", "-c", rewrite_uuid, f"{SERVERDIR}/.nodeinfo", stranger])
     finally:
         upgrading.join(timeout=900)
     (ran,) = finished
     said = ran.stdout + ran.stderr
     assert ran.returncode != 0, said
     assert f"upgrade to {deployment.new} failed at step 'health check'" in said, said[-3000:]
-    assert f"devpi-fsck of {SERVERDIR} failed" in said and victim.rsplit("/", 1)[1] in said
+    assert f"uuid is '{stranger}', '{uuid}' at the stop" in said, said[-3000:]
     assert "Rolled back:" in said and f"sentry {deployment.old} reinstalled" in said
     assert deployment.call("pkg.version", "sentry") == deployment.old
     assert deployment.call("sentry_server.status")["up"] is True
@@ -266,4 +276,4 @@ def test_a_failed_health_check_in_place_rolls_back_to_the_old_version_and_data(d
     assert last["failed_step"] == "health check", last
     assert not host.path(TRAIL).exists()
     failed = host.sh(f"ls -d {HOME}/_data-failed-*").stdout.split()
-    assert len(failed) == 1 and not host.path(f"{failed[0]}{victim.removeprefix(SERVERDIR)}").exists()
+    assert len(failed) == 1 and stranger in host.path(f"{failed[0]}/.nodeinfo").read_text()

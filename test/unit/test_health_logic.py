@@ -404,3 +404,40 @@ def test_fsck_of_no_server_says_so():
     Minion(export_of(), server_of()).install(health)
     with pytest.raises(CommandExecutionError, match="/srv/empty holds no initialised server: nothing to check"):
         health.fsck(serverdir="/srv/empty")
+
+
+# --- an in-place upgrade's brief check -------------------------------------------
+
+BRIEF_ROOT = {
+    "root": {"username": "root", "indexes": {}},
+    "alice": {"username": "alice", "email": "a@example.org", "indexes": {"dev": {"type": "stage", "volatile": True}}},
+}
+
+
+def brief(serial: int = 41, uuid: str = "u-1", root: dict | None = None) -> dict:
+    return {"serial": serial, "uuid": uuid, "root": copy.deepcopy(BRIEF_ROOT if root is None else root)}
+
+
+def test_the_same_brief_has_no_differences():
+    assert compare.brief_differences(brief(), brief()) == []
+
+
+def test_a_lost_change_is_named_by_its_serial():
+    assert compare.brief_differences(brief(), brief(serial=40)) == ["serial is 40, 41 at the stop"]
+
+
+def test_another_uuid_is_named():
+    assert compare.brief_differences(brief(), brief(uuid="u-2")) == ["uuid is 'u-2', 'u-1' at the stop"]
+
+
+def test_a_user_or_index_setting_gone_is_named_and_new_defaults_are_fine():
+    after = brief()
+    del after["root"]["alice"]["indexes"]["dev"]
+    after["root"]["root"]["indexes"]["pypi"] = {"type": "mirror"}
+    assert compare.brief_differences(brief(), after) == [
+        "index alice/dev is missing",
+        "index root/pypi is on the server but not in the export",
+    ]
+    newer = brief()
+    newer["root"]["alice"]["indexes"]["dev"]["mirror_whitelist"] = []  # a setting the new version adds
+    assert compare.brief_differences(brief(), newer) == []
