@@ -767,6 +767,20 @@ def replica_at_baseline(replicated):
     print(f"case took {time.monotonic() - started:.1f}s")
 
 
+SLOW_REPLICATION = "/etc/nginx/conf.d/zz-test-slow-replication.conf"
+
+
+def slow_replication(master_host, slow: bool) -> None:
+    """Every answer of the master's nginx at 4 kB/s (or as fast as it can again), reloaded."""
+    if slow:
+        master_host.path(SLOW_REPLICATION).write_text("limit_rate 4k;\n")
+    elif master_host.path(SLOW_REPLICATION).exists():
+        master_host.path(SLOW_REPLICATION).unlink()
+    else:
+        return
+    master_host.run(["service", "nginx", "reload"])
+
+
 @pytest.mark.parametrize(
     ("step", "way"), REPLICA_CASES, ids=[f"{step.replace(' ', '-')}-{way}" for step, way in REPLICA_CASES]
 )
@@ -774,11 +788,17 @@ def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(
     deployment = replica_at_baseline
     replica, host = deployment.replica, deployment.replica.host
     upgrade = ("sentry_upgrade.replica", replica.new, "refresh=False", "sync_timeout=180")
-    operation = Operation(replica, *upgrade)
-    operation.wait_until(f"step {step!r}", killing_point(replica, step))
-    if step == "install":
-        time.sleep(0.3)  # well into dpkg's unpacking
-    killed = operation.kill()
+    if step == "catch up":
+        # A few files replicate in a blink: the master's nginx sends slowly, so that the kill finds it catching up.
+        slow_replication(deployment.master.host, True)
+    try:
+        operation = Operation(replica, *upgrade)
+        operation.wait_until(f"step {step!r}", killing_point(replica, step))
+        if step == "install":
+            time.sleep(0.3)  # well into dpkg's unpacking
+        killed = operation.kill()
+    finally:
+        slow_replication(deployment.master.host, False)
     trail = operation.trail()
     assert trail["operation"] == "replica upgrade" and trail["step"] == step, (trail, killed)
     if step == "install":
