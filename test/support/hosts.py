@@ -130,6 +130,7 @@ def _bridge_addresses() -> str:
 
 def hold_runs_lock() -> None:
     """This run is on (until the process ends or remove_bridge)."""
+    RUNS_LOCK.parent.mkdir(parents=True, exist_ok=True)  # a host's clean root may lack /run/lock
     handle = RUNS_LOCK.open("a")
     fcntl.flock(handle, fcntl.LOCK_SH)
     _runs_lock.append(handle)
