@@ -19,6 +19,7 @@ from support.hosts import NAME_PREFIX, hold_runs_lock, remove_bridge
 from support.paths import DEFAULT_VERSION, REPO, UNIT_TIER
 from support.salt_factories import salt_factories_config  # noqa: F401 (a fixture, for every test)
 from support.shards import parse as parse_shard
+from support.shards import run_claiming
 from support.shards import select as select_shard
 from support.sigterm import SigtermAsCtrlC
 
@@ -31,6 +32,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="K/N",
         help="run shard K of N: whole test modules dealt out by their usual length (support/shards.py)",
     )
+    parser.addoption(
+        "--shard-queue",
+        metavar="DIR",
+        help="with --shard: take modules one at a time from a queue other shards share through DIR",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("shard"):
+    if not config.getoption("shard") or config.getoption("shard_queue"):
         return
     kept, deselected = select_shard(items, parse_shard(config.getoption("shard")))
     if deselected:
@@ -50,6 +56,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _sigterm_as_ctrl_c.uninstall()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """With --shard-queue: run the modules this shard claims (support/shards.py); else pytest's own loop."""
+    queue = session.config.getoption("shard_queue")
+    if not queue or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
+    run_claiming(session, Path(queue))
+    return True
 
 
 @pytest.fixture(scope="session", autouse=True)

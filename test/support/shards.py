@@ -1,11 +1,14 @@
 """The suite split into shards that run side by side (script/test runs two), each a test run of its own.
 
-``--shard K/N`` keeps the test modules of shard K of N and deselects the
-rest. Every shard collects the same modules (the same arguments) and deals
-them out the same way: longest first, each to the shard with the least work
-so far, by the seconds a module took in a whole run (``MODULE_SECONDS``;
-a module not listed counts as ``UNKNOWN_SECONDS``). A module stays whole
-within one shard: its module-scoped hosts are made once.
+With ``--shard-queue DIR`` (script/test's way) every shard collects the same
+modules and takes them one at a time from a queue shared through DIR,
+longest first by the seconds a module usually takes (``MODULE_SECONDS``; a
+module not listed counts as ``UNKNOWN_SECONDS``): a shard that is free takes
+the next module no other shard took, so the shards end together even when
+the figures are off. ``--shard K/N`` alone deals the modules out beforehand
+the same way (longest first, each to the shard with the least so far) and
+deselects the rest. Either way a module stays whole within one shard: its
+module-scoped hosts are made once.
 
 Shards share the machine, not their hosts: script/test gives each its own
 SENTRY_TEST_PREFIX and SENTRY_TEST_HOST_OFFSET, as any two test runs on one
@@ -14,7 +17,9 @@ machine have (support/hosts.py).
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +92,50 @@ def select(items: list[pytest.Item], shard: tuple[int, int]) -> tuple[list[pytes
     mine = set(deal(modules, shards)[number - 1])
     kept = [item for item in items if item.nodeid.split("::", 1)[0] in mine]
     return kept, [item for item in items if item.nodeid.split("::", 1)[0] not in mine]
+
+
+def by_module(items: list[pytest.Item]) -> list[list[pytest.Item]]:
+    """The items grouped by module, longest module first (collection order within a module)."""
+    grouped: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        grouped.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    return [grouped[module] for module in sorted(grouped, key=lambda name: (-_seconds(name), name))]
+
+
+def _claim(queue: Path, module: str) -> bool:
+    """Take ``module`` for this shard unless another took it first (an exclusive create is atomic)."""
+    try:
+        os.close(os.open(queue / module.replace("/", "__"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def run_claiming(session: pytest.Session, queue: Path) -> None:
+    """pytest's run loop, over the modules this shard claims from ``queue`` one after another: each shard
+    takes the longest module no one has taken yet when it is free, so both end at about the same time
+    whatever the modules' real lengths. The next module is claimed before the current one's last test,
+    so that module-scoped fixtures are torn down as in a plain run (``nextitem``)."""
+    modules = by_module(session.items)
+
+    def claim_from(start: int) -> int | None:
+        for number in range(start, len(modules)):
+            if _claim(queue, modules[number][0].nodeid.split("::", 1)[0]):
+                return number
+        return None
+
+    current = claim_from(0)
+    while current is not None:
+        items, following = modules[current], None
+        for position, item in enumerate(items):
+            if position + 1 < len(items):
+                nextitem = items[position + 1]
+            else:
+                following = claim_from(current + 1)
+                nextitem = modules[following][0] if following is not None else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        current = following
