@@ -123,6 +123,13 @@ def _stop_writes_and_reads(attempt, config: dict) -> None:
         __salt__["sentry_service.stop"](config["nginx_service"])
 
 
+def _stop_nginx_at_once(service: str) -> None:
+    """nginx's fast shutdown first (open connections closed: the replicas' long polls of /+changelog would
+    hold a graceful stop for its 5 s while the server still runs), then the service stopped as usual."""
+    __salt__["cmd.run_all"](["nginx", "-s", "stop"], python_shell=False, ignore_retcode=True, output_loglevel="quiet")
+    __salt__["sentry_service.stop"](service)
+
+
 def _move_data_aside(attempt, config: dict) -> None:
     """To ``_data-backup-<timestamp>``, named in the journal before it moves."""
     attempt.mark(backup=__utils__["sentry_backups.new_path"](config["backup_dir"], "backup"))
@@ -255,7 +262,7 @@ def _stop_holding(attempt, config: dict, chosen: dict) -> None:
     release files), which the new version must hold too; then the server."""
     if config["nginx_service"]:
         attempt.mark(nginx_stopped=True)
-        __salt__["sentry_service.stop"](config["nginx_service"])
+        _stop_nginx_at_once(config["nginx_service"])
     chosen["at_stop"] = __salt__["sentry_health.brief"](instance=config["program"])
     attempt.mark(stopped=True)
     __salt__["sentry_server.stop"](config["program"])
@@ -281,7 +288,9 @@ def _in_place_actions(config: dict, version: str, check: Callable[[], dict]) -> 
 def _export_import(attempt, config: dict, version: str) -> dict:
     """After the stop: export, move the data aside, install, import, start, health check."""
     attempt.step("export")
-    exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
+    # Release files linked, not copied, into the export and from it: devpi writes them once, and the old
+    # serverdir is kept whole aside as the backup.
+    exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"], hard_links=True)
     # Read now: the export may change before the import reads it.
     expected = __salt__["sentry_health.export_state"](exported["path"])
     attempt.step("move data aside")
@@ -290,7 +299,9 @@ def _export_import(attempt, config: dict, version: str) -> dict:
     attempt.mark(installed=True)
     _install(config["package"], version, refresh=False)
     attempt.step("import")
-    imported = __salt__["sentry_data.import"](exported["path"], stop=False, restart=False, instance=config["program"])
+    imported = __salt__["sentry_data.import"](
+        exported["path"], stop=False, restart=False, instance=config["program"], hard_links=True
+    )
     attempt.step("start server")
     attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
     _start(config)
