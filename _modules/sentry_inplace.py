@@ -115,6 +115,30 @@ def target_version(package: str, version: str) -> tuple[str | None, str]:
     return None, f"{package} {version} is neither downloaded nor indexed with {CONTROL_FIELD}"
 
 
+def same_filesystem(serverdir: str, backup_dir: str) -> bool:
+    """
+    Whether release files can be hard-linked from ``serverdir`` into
+    ``backup_dir`` (the upgrade's snapshots and exports): one filesystem.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_inplace.same_filesystem /var/lib/sentry/data /var/lib/sentry
+    """
+    try:
+        return os.stat(serverdir).st_dev == os.stat(backup_dir).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def _apart(serverdir: str, backup_dir: str) -> str:
+    """Why no snapshot can be made beside the serverdir, or ""."""
+    if same_filesystem(serverdir, backup_dir):
+        return ""
+    return f"{serverdir} and {backup_dir} are on different filesystems: a snapshot cannot hard-link release files"
+
+
 def _listdir(directory: str) -> list[str]:
     try:
         return os.listdir(directory)
@@ -142,9 +166,10 @@ def method(version: str, method: str = "auto", instance: str | None = None, foll
     config = __salt__["sentry_server.settings"](instance)
     target, source = target_version(config["package"], version)
     on_disk = __utils__["sentry_method.serverdir_database_version"](config["serverdir"])
+    against = follows or _apart(config["serverdir"], config["backup_dir"])
     try:
         other = {"otherwise": "remake"} if config["master_url"] else {}
-        chosen = __utils__["sentry_method.choose"](method, on_disk, target, follows, **other)
+        chosen = __utils__["sentry_method.choose"](method, on_disk, target, against, **other)
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from None
     return {**chosen, "read_from": source}

@@ -288,9 +288,8 @@ def _in_place_actions(config: dict, version: str, check: Callable[[], dict]) -> 
 def _export_import(attempt, config: dict, version: str) -> dict:
     """After the stop: export, move the data aside, install, import, start, health check."""
     attempt.step("export")
-    # Release files linked, not copied, into the export and from it: devpi writes them once, and the old
-    # serverdir is kept whole aside as the backup.
-    exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"], hard_links=True)
+    # Copied, not linked: the export, the backup and the new serverdir stay independent of each other.
+    exported = __salt__["sentry_data.export"](stop=False, restart=False, instance=config["program"])
     # Read now: the export may change before the import reads it.
     expected = __salt__["sentry_health.export_state"](exported["path"])
     attempt.step("move data aside")
@@ -299,9 +298,7 @@ def _export_import(attempt, config: dict, version: str) -> dict:
     attempt.mark(installed=True)
     _install(config["package"], version, refresh=False)
     attempt.step("import")
-    imported = __salt__["sentry_data.import"](
-        exported["path"], stop=False, restart=False, instance=config["program"], hard_links=True
-    )
+    imported = __salt__["sentry_data.import"](exported["path"], stop=False, restart=False, instance=config["program"])
     attempt.step("start server")
     attempt.mark(serve=True)  # the package's sentry-server serves over a trail only when told so
     _start(config)

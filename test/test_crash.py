@@ -791,6 +791,10 @@ def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(
     if step == "catch up":
         # A few files replicate in a blink: the master's nginx sends slowly, so that the kill finds it catching up.
         slow_replication(deployment.master.host, True)
+    # The server stops in a blink too: frozen, it waits out supervisor's SIGTERM until it thaws.
+    frozen = host.sh(f"supervisorctl pid {PROGRAM}").stdout.strip() if step == "stop" else ""
+    if frozen:
+        host.run(["kill", "-STOP", frozen])
     try:
         operation = Operation(replica, *upgrade)
         operation.wait_until(f"step {step!r}", killing_point(replica, step))
@@ -799,6 +803,8 @@ def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(
         killed = operation.kill()
     finally:
         slow_replication(deployment.master.host, False)
+        if frozen:
+            host.run(["kill", "-CONT", frozen], check=False)
     trail = operation.trail()
     assert trail["operation"] == "replica upgrade" and trail["step"] == step, (trail, killed)
     if step == "install":
