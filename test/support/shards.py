@@ -102,6 +102,10 @@ def by_module(items: list[pytest.Item]) -> list[list[pytest.Item]]:
     return [grouped[module] for module in sorted(grouped, key=lambda name: (-_seconds(name), name))]
 
 
+def _claimed(queue: Path, module: str) -> bool:
+    return (queue / module.replace("/", "__")).exists()
+
+
 def _claim(queue: Path, module: str) -> bool:
     """Take ``module`` for this shard unless another took it first (an exclusive create is atomic)."""
     try:
@@ -114,28 +118,30 @@ def _claim(queue: Path, module: str) -> bool:
 def run_claiming(session: pytest.Session, queue: Path) -> None:
     """pytest's run loop, over the modules this shard claims from ``queue`` one after another: each shard
     takes the longest module no one has taken yet when it is free, so both end at about the same time
-    whatever the modules' real lengths. The next module is claimed before the current one's last test,
-    so that module-scoped fixtures are torn down as in a plain run (``nextitem``)."""
+    whatever the modules' real lengths. A module is claimed only once the one before is done; its last
+    test is told (``nextitem``) of the first module nobody has claimed yet, so that module-scoped fixtures
+    are torn down as in a plain run and session-scoped ones kept."""
     modules = by_module(session.items)
+    names = [items[0].nodeid.split("::", 1)[0] for items in modules]
 
     def claim_from(start: int) -> int | None:
-        for number in range(start, len(modules)):
-            if _claim(queue, modules[number][0].nodeid.split("::", 1)[0]):
-                return number
-        return None
+        return next((number for number in range(start, len(modules)) if _claim(queue, names[number])), None)
+
+    def unclaimed_from(start: int) -> int | None:
+        return next((number for number in range(start, len(modules)) if not _claimed(queue, names[number])), None)
 
     current = claim_from(0)
     while current is not None:
-        items, following = modules[current], None
+        items = modules[current]
         for position, item in enumerate(items):
             if position + 1 < len(items):
                 nextitem = items[position + 1]
             else:
-                following = claim_from(current + 1)
-                nextitem = modules[following][0] if following is not None else None
+                ahead = unclaimed_from(current + 1)
+                nextitem = modules[ahead][0] if ahead is not None else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             if session.shouldfail:
                 raise session.Failed(session.shouldfail)
             if session.shouldstop:
                 raise session.Interrupted(session.shouldstop)
-        current = following
+        current = claim_from(current + 1)
