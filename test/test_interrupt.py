@@ -105,6 +105,7 @@ def start_inner_run(workdir: Path, prefix: str, markers: list[Path], log: Path, 
         command = [sys.executable, "-m", "pytest", *options, "--basetemp", str(workdir / "t")]
     else:  # each shard its own pytest's temporary folder
         command = [str(REPO / "script" / "test"), *options]
+        env["SENTRY_TEST_SHARDS"] = "2"  # whatever the outer run was told
     with log.open("wb") as output:
         return subprocess.Popen(
             [*command, *map(str, test_files)],
