@@ -34,9 +34,9 @@ pytestmark = pytest.mark.slow
 # run's (script/test's two shards use up to offset 130 + number 104). Each module turns it into a host
 # number against the offset its own run was given.
 INNER_ADDRESSES = (246, 247)
-MID_TEST_TIMEOUT = 300
-EXIT_TIMEOUT = 120
-LEFTOVER_GRACE = 15
+MID_TEST_TIMEOUT = 480  # two shards, each a salt-master and a host, beside a whole suite on 2 cores
+EXIT_TIMEOUT = 240
+LEFTOVER_GRACE = 30
 
 INNER_TEST = """
 import json
