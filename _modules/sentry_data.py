@@ -190,7 +190,6 @@ def export(
     stop: bool = True,
     restart: bool = True,
     instance: str | None = None,
-    hard_links: bool = False,
 ) -> dict:
     """
     Export the instance's data (or ``serverdir``'s) into ``dest`` (default
@@ -202,9 +201,6 @@ def export(
     written under ``DEST.incomplete`` and renamed when complete, so a crash
     never leaves something that looks like an export. Returns the path, the
     numbers of users, indexes and release files, and the seconds taken.
-    ``hard_links=True`` links release files rather than copying them (same
-    filesystem; for an export that is imported at once, as the upgrade does:
-    a backup needs copies of its own).
 
     CLI Example:
 
@@ -227,8 +223,7 @@ def export(
     was_running = False
     try:
         was_running = _stop_if_own(config, serverdir, stop)
-        links = ["--hard-links"] if hard_links else []
-        _run_as(config["user"], [SERVER_BIN, "--serverdir", serverdir, "--export", partial, *links])
+        _run_as(config["user"], [SERVER_BIN, "--serverdir", serverdir, "--export", partial])
         if os.path.isdir(dest):
             os.rmdir(dest)  # empty, checked above
         os.rename(partial, dest)
@@ -248,7 +243,6 @@ def import_(
     stop: bool = True,
     restart: bool = True,
     instance: str | None = None,
-    hard_links: bool = False,
 ) -> dict:
     """
     Import the export at ``src`` into the instance's serverdir (or
@@ -259,8 +253,7 @@ def import_(
     deleted. A failed import leaves the serverdir as it was before the import
     began. The files are given to the instance's user and group. Its program
     is stopped meanwhile when the serverdir is its own (unless ``stop=False``)
-    and started again (unless ``restart=False``). ``hard_links=True`` links
-    the export's release files rather than copying them (same filesystem).
+    and started again (unless ``restart=False``).
 
     CLI Example:
 
@@ -293,7 +286,7 @@ def import_(
             if owned:
                 __utils__["sentry_journal.update"](serverdir, backup=backup)  # before the move: a crash finds it
             __utils__["sentry_backups.move_aside"](serverdir, "backup", backup)
-        _import_into(serverdir, src, counts["root_pypi"], backup, config, hard_links)
+        _import_into(serverdir, src, counts["root_pypi"], backup, config)
         if owned:
             __utils__["sentry_journal.end"](serverdir)
     except CommandExecutionError:
@@ -312,15 +305,12 @@ def import_(
     }
 
 
-def _import_into(
-    serverdir: str, src: str, root_pypi: bool, backup: str | None, config: dict, hard_links: bool = False
-) -> None:
+def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, config: dict) -> None:
     """Run the import; on failure put ``backup`` back and raise saying where everything is."""
     # Without this the import adds a root/pypi mirror the exported server did not have.
     no_root_pypi = [] if root_pypi else ["--no-root-pypi"]
-    links = ["--hard-links"] if hard_links else []
     result = __salt__["cmd.run_all"](
-        [SERVER_BIN, "--serverdir", serverdir, "--import", src, *no_root_pypi, *links],
+        [SERVER_BIN, "--serverdir", serverdir, "--import", src, *no_root_pypi],
         python_shell=False,
         output_loglevel="quiet",
         ignore_retcode=True,
