@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from support.aptrepo import use_apt_repo
 from support.client import sentry_client
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
-from support.server import HostServer
+from support.server import HostServer, wait_for_step
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -288,18 +287,6 @@ def data_on_disk(host) -> dict[str, str]:
     return {path: digest for digest, path in (line.split(None, 1) for line in listed.stdout.splitlines())}
 
 
-def wait_for_step(host, step: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if json.loads(host.path(TRAIL).read_text()).get("step") == step:
-                return
-        except (FileNotFoundError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"the upgrade never reached step {step!r} within {timeout}s")
-
-
 def test_an_export_damaged_while_the_upgrade_installs_makes_it_roll_back(old_deployment, sentry_deb, old_sentry_deb):
     salt, host = old_deployment, old_deployment.host
     old, new = deb_version(old_sentry_deb), deb_version(sentry_deb)
@@ -313,7 +300,7 @@ def test_an_export_damaged_while_the_upgrade_installs_makes_it_roll_back(old_dep
     )
     upgrading.start()
     try:
-        wait_for_step(host, "install")
+        wait_for_step(host, TRAIL, "install")
         (export,) = host.sh(f"ls -d {HOME}/export-*").stdout.split()
         name, exported_hash, damaged_hash = change_bytes(host.path(export))
         drop_user(host.path(export), "carol")

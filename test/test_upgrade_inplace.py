@@ -33,6 +33,7 @@ from support.client import sentry_client
 from support.debs import deb_version
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
+from support.server import wait_for_step
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -234,18 +235,6 @@ def test_method_export_forces_export_and_import(deployment):
     )
 
 
-def wait_for_step(host, step: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if json.loads(host.path(TRAIL).read_text()).get("step") == step:
-                return
-        except (FileNotFoundError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"the upgrade never reached step {step!r} within {timeout}s")
-
-
 def test_a_failed_health_check_in_place_rolls_back_to_the_old_version_and_data(deployment):
     host, before, uuid = deployment.host, deployment.content(), deployment.uuid()
     stranger = "0" * 32
@@ -257,7 +246,7 @@ def test_a_failed_health_check_in_place_rolls_back_to_the_old_version_and_data(d
     upgrading = threading.Thread(target=lambda: finished.append(deployment.upgrade()))
     upgrading.start()
     try:
-        wait_for_step(host, "install")
+        wait_for_step(host, TRAIL, "install")
         # A copy in the snapshot: rewritten in place, the serverdir's alone changes.
         host.run(["/usr/bin/python3", "-c", rewrite_uuid, f"{SERVERDIR}/.nodeinfo", stranger])
     finally:

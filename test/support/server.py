@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 
 from support.hosts import TestHost
+
+
+def wait_for_step(host: TestHost, trail: str, step: str, timeout: float = 300) -> None:
+    """Until the operation's trail (``<serverdir>.operation.json`` in ``host``) names ``step``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(host.path(trail).read_text()).get("step") == step:
+                return
+        except (FileNotFoundError, ValueError):
+            pass  # not begun yet, or being rewritten
+        time.sleep(0.05)
+    raise AssertionError(f"the upgrade never reached step {step!r} within {timeout}s")
 
 
 class HostServer:
