@@ -19,6 +19,7 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 
 from salt.exceptions import CommandExecutionError
 
@@ -178,11 +179,15 @@ def check(
         raise CommandExecutionError("sentry_health.check needs an export_path, or the expected state")
     wanted_state = expected if expected is not None else export_state(export_path)
     problems, fscked = [], {"files": None, "seconds": None}
-    try:
-        fscked = fsck(serverdir=serverdir, instance=config["program"])
-    except CommandExecutionError as exc:
-        problems.append(str(exc))
-    problems += __utils__["sentry_compare.differences"](wanted_state, _server_state(base, wanted_state))
+    # devpi-fsck reads the disk, the comparison waits on the server: side by side, the check takes
+    # the longer of the two, not their sum (it lies in an upgrade's write window).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        checking = pool.submit(_fsck_checker(serverdir, config))
+        problems += __utils__["sentry_compare.differences"](wanted_state, _server_state(base, wanted_state))
+        try:
+            fscked = checking.result()
+        except CommandExecutionError as exc:
+            problems.insert(0, str(exc))
     if problems:
         raise CommandExecutionError(
             f"{base} does not hold what {f'{export_path} holds' if export_path else 'it held before'}: "
@@ -196,15 +201,31 @@ def check(
     }
 
 
-def _run_fsck(user: str, serverdir: str) -> dict:
-    """``sentry-server --fsck`` as ``user``; devpi-fsck itself where the package's sentry-server predates --fsck."""
-    run = __salt__["cmd.run_all"]
+def _run_fsck(run: Callable[..., dict], user: str, serverdir: str) -> dict:
+    """``sentry-server --fsck`` as ``user`` (``run``: cmd.run_all); devpi-fsck itself where the package's
+    sentry-server predates --fsck."""
     options = {"python_shell": False, "output_loglevel": "quiet", "ignore_retcode": True}
     result = run(["runuser", "-u", user, "--", SERVER_BIN, "--fsck", "--serverdir", serverdir], **options)
     if result["retcode"] == 2 and "--fsck" in result["stderr"]:
         fsck_bin = os.path.join(VENV_BIN, "devpi-fsck")
         result = run(["runuser", "-u", user, "--", fsck_bin, "--serverdir", serverdir], **options)
     return result
+
+
+def _fsck_checker(serverdir: str | None, config: dict) -> Callable[[], dict]:
+    """``fsck`` of ``serverdir`` (default the instance's) as a call for another thread: Salt's dunders
+    are empty there, so what it calls is looked up here."""
+    serverdir = serverdir or config["serverdir"]
+    initialised = __salt__["sentry_data.is_initialised"](serverdir)
+    run, errors_in = __salt__["cmd.run_all"], __utils__["sentry_compare.fsck_errors"]
+
+    def check() -> dict:
+        started = time.monotonic()
+        if not initialised:
+            raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to check")
+        return _fsck_result(serverdir, _run_fsck(run, config["user"], serverdir), errors_in, started)
+
+    return check
 
 
 def fsck(serverdir: str | None = None, instance: str | None = None) -> dict:
@@ -222,15 +243,13 @@ def fsck(serverdir: str | None = None, instance: str | None = None) -> dict:
         salt '*' sentry_health.fsck
         salt '*' sentry_health.fsck serverdir=/var/lib/sentry/imported
     """
-    started = time.monotonic()
-    config = _settings(instance)
-    serverdir = serverdir or config["serverdir"]
-    if not __salt__["sentry_data.is_initialised"](serverdir):
-        raise CommandExecutionError(f"{serverdir} holds no initialised server: nothing to check")
-    result = _run_fsck(config["user"], serverdir)
+    return _fsck_checker(serverdir, _settings(instance))()
+
+
+def _fsck_result(serverdir: str, result: dict, errors_in: Callable[[str], list[str]], started: float) -> dict:
     output = f"{result['stdout']}\n{result['stderr']}"
     if result["retcode"] != 0:
-        errors = __utils__["sentry_compare.fsck_errors"](output) or output.strip().splitlines()[-1:] or ["no output"]
+        errors = errors_in(output) or output.strip().splitlines()[-1:] or ["no output"]
         raise CommandExecutionError(f"devpi-fsck of {serverdir} failed: {'; '.join(errors)}")
     checked = re.search(r"Finished with a total of (\d+) files", output)
     return {
