@@ -11,9 +11,13 @@ every 0.1 s) go through the host's nginx from outside:
              devpi's database version: snapshot, install, start, check)
   export     the same upgrade forced to ``method=export``, after the host is
              put back to the older version on the snapshot's data
-  bare       the server stopped, ``sentry-server --export`` and ``--import``
-             by hand into a scratch folder, timed, plus the export method's
-             own "start server" step: what export/import cannot do without
+  bare       ``sentry-server --export`` by the older version (its server
+             stopped) before the upgrades, ``--import`` of it by the newer
+             one into a scratch folder after them, timed, plus the export
+             method's own "start server" step: what export/import cannot do
+             without. devpi's import waits for devpi-web's events by default;
+             the upgrade's (--no-events) leaves them to the started server:
+             its time is printed too
 
 Prints, per size and method: the write window the writer saw and the one the
 module reports, failed reads (a lone host stops nginx for the window: reads
@@ -53,6 +57,7 @@ PASSWORD = "Bench-Upgrade-pw-1"
 INDEXES = ("alice/dev", "alice/prod")
 VERSIONS_PER_PROJECT = 10
 HOME, SERVERDIR, PROGRAM = "/var/lib/sentry", "/var/lib/sentry/data", "sentry-server"
+BARE_EXPORT = f"{HOME}/bare-export"  # beside the serverdir: the upgrades move the serverdir, not this
 CACHE = REPO / "build" / "bench-upgrade"
 # Bridge host numbers away from the suite's (1-60), test_mirror's (100-104) and bench_mirror's (120-122).
 HOST_NUMBER = 110
@@ -212,20 +217,31 @@ def back_to_old(salt: MasterlessSalt, old: str, snapshot: str) -> None:
         raise SystemExit(f"back to {old} failed: {applied.failed or applied.errors}")
 
 
-def bare(host: TestHost) -> dict[str, float]:
-    """devpi's own export and import of the serverdir (server stopped), timed; the server is started again."""
+def _timed_server_run(host: TestHost, argv: list[str]) -> float:
+    started = time.monotonic()
+    host.run(["runuser", "-u", "sentry", "--", "/usr/sbin/sentry-server", *argv], timeout=CALL_TIMEOUT)
+    return time.monotonic() - started
+
+
+def bare_export(host: TestHost) -> float:
+    """devpi's own export of the serverdir by the version installed (the server stopped meanwhile), timed."""
     host.run(["supervisorctl", "stop", PROGRAM])
-    host.sh(f"rm -rf {HOME}/bare-export {HOME}/bare-data")
-    timed = {}
-    for name, argv in (
-        ("export", ["--serverdir", SERVERDIR, "--export", f"{HOME}/bare-export"]),
-        ("import", ["--serverdir", f"{HOME}/bare-data", "--import", f"{HOME}/bare-export", "--no-root-pypi"]),
-    ):
-        started = time.monotonic()
-        host.run(["runuser", "-u", "sentry", "--", "/usr/sbin/sentry-server", *argv], timeout=CALL_TIMEOUT)
-        timed[name] = time.monotonic() - started
-    host.sh(f"rm -rf {HOME}/bare-export {HOME}/bare-data")
+    host.sh(f"rm -rf {BARE_EXPORT}")
+    seconds = _timed_server_run(host, ["--serverdir", SERVERDIR, "--export", BARE_EXPORT])
     host.run(["supervisorctl", "start", PROGRAM])
+    return seconds
+
+
+def bare_imports(host: TestHost) -> dict[str, float]:
+    """devpi's own import of that export by the version installed into a scratch serverdir, timed: as devpi
+    does by default (waiting for devpi-web's events) and with --no-events, as the upgrade does."""
+    timed = {}
+    for name, extra in (("import", []), ("import --no-events", ["--no-events"])):
+        host.sh(f"rm -rf {HOME}/bare-data")
+        timed[name] = _timed_server_run(
+            host, ["--serverdir", f"{HOME}/bare-data", "--import", BARE_EXPORT, "--no-root-pypi", *extra]
+        )
+    host.sh(f"rm -rf {BARE_EXPORT} {HOME}/bare-data")
     return timed
 
 
@@ -237,11 +253,12 @@ def measure(files: int, repo: Path, old: str, new: str) -> dict:
         if not deployed.succeeded:
             raise SystemExit(f"deploy failed: {deployed.failed or deployed.errors}")
         print(f"{files} files: {load_data(salt, files, old)}", flush=True)
+        timed = {"export": bare_export(host)}  # by the old version, as the upgrade's export
         url = f"http://{host.address}"
         in_place = upgrade(salt, url, new, "auto")
         back_to_old(salt, old, in_place["result"]["backup"])
         export = upgrade(salt, url, new, "export")
-        timed = bare(host)
+        timed.update(bare_imports(host))  # by the new version, as the upgrade's import
     timed["start"] = export["result"]["steps"]["start server"]
     for name, run in (("in place", in_place), ("export", export)):
         result = run["result"]
@@ -252,10 +269,11 @@ def measure(files: int, repo: Path, old: str, new: str) -> dict:
             flush=True,
         )
     baseline = timed["export"] + timed["import"] + timed["start"]
+    window = export["result"]["write_outage_seconds"]
     print(
         f"  bare     export {timed['export']:.1f} s + import {timed['import']:.1f} s + start {timed['start']:.1f} s "
-        f"= {baseline:.1f} s; export window / bare = {export['result']['write_outage_seconds'] / baseline:.2f} "
-        "(goal <= 1.2)",
+        f"= {baseline:.1f} s; export window / bare = {window / baseline:.2f} (goal <= 1.2); "
+        f"the import with --no-events alone: {timed['import --no-events']:.1f} s",
         flush=True,
     )
     return {"in place": in_place["result"]["write_outage_seconds"], "export": export["result"]["write_outage_seconds"]}

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--hard-links", action="store_true", help="with --export/--import: hard-link release files instead of copying"
     )
+    parser.add_argument(
+        "--no-events",
+        action="store_true",
+        help="with --import: end without processing devpi-web's events (search index, docs): the server "
+        "processes them after its start",
+    )
     return parser
 
 
@@ -127,6 +133,8 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--no-root-pypi only goes with --init or --import")
     if args.hard_links and not (exporting or importing):
         parser.error("--hard-links only goes with --export or --import")
+    if args.no_events and not importing:
+        parser.error("--no-events only goes with --import")
     if args.master_url and (exporting or importing):
         parser.error("--master-url cannot go with --export/--import: a replica copies its data from the master")
     if args.master_url and args.role not in (None, "replica"):
@@ -370,6 +378,8 @@ def import_(args: argparse.Namespace) -> int:
         arguments.append("--no-root-pypi")
     if args.hard_links:
         arguments.append("--hard-links")
+    if args.no_events:
+        arguments.append("--no-events")
     try:
         run_devpi("devpi-import", [*arguments, str(source)])
     except Failure:
