@@ -17,6 +17,7 @@ _utils/sentry_inplace.py.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -188,10 +189,11 @@ def master(
     Upgrade a master (or standalone) server to package ``version`` the safe
     way: download it, then choose (``sentry_inplace.method``). In place when
     the new server runs on the serverdir as it is (same devpi database
-    version): devpi-fsck of its serverdir while it still serves, stop nginx,
+    version): devpi-fsck of its serverdir and hard links to its release files
+    for the snapshot (``sentry_snapshot.prepare``) while it still serves, stop nginx,
     read what the server holds in brief (serial, uuid, users and indexes),
     stop the server, snapshot the serverdir to ``_data-backup-<timestamp>``
-    (release files hard-linked), install, start on the same serverdir, check
+    (the links brought up to date, the rest copied), install, start on the same serverdir, check
     it holds the same in brief: nothing in the write window grows with the
     number of release files. Otherwise, or with ``method=export``: stop the
     server and nginx, export, move the data to ``_data-backup-<timestamp>``,
@@ -228,9 +230,11 @@ def master(
     def choose(attempt) -> None:  # downloaded, still serving
         chosen.update(method=_method(config, version, method))
         if chosen["method"]["method"] == IN_PLACE:
-            # What grows with the data is done here, while it serves: devpi-fsck of every release file.
+            # What grows with the data is done here, while it serves: devpi-fsck of every release file,
+            # and the snapshot's links to them (the stop only brings them up to date).
             attempt.step("check before")
             chosen.update(fsck=__salt__["sentry_health.fsck"](instance=config["program"]))
+            _link_release_files(attempt, config)
 
     def upgrade(attempt, down: Callable[[], float]) -> dict:
         if chosen["method"]["method"] == IN_PLACE:
@@ -253,7 +257,24 @@ def master(
             "read_outage_seconds": 0.0 if reads_elsewhere else down(),
         }
 
-    return _attempt("master", config, before_version, version, refresh, upgrade, recovered, choose)
+    return _prepared_removed_on_failure(
+        config, lambda: _attempt("master", config, before_version, version, refresh, upgrade, recovered, choose)
+    )
+
+
+def _link_release_files(attempt, config: dict) -> None:
+    attempt.step("link release files")
+    __utils__["sentry_snapshot.prepare"](config["serverdir"], config["backup_dir"])
+
+
+def _prepared_removed_on_failure(config: dict, upgrade: Callable[[], dict]) -> dict:
+    """An upgrade that fails leaves no links prepared for its snapshot: they would keep release files the
+    server deletes meanwhile on disk (links only: nothing is lost)."""
+    try:
+        return upgrade()
+    except Exception:
+        shutil.rmtree(__utils__["sentry_snapshot.prepared_path"](config["backup_dir"]), ignore_errors=True)
+        raise
 
 
 def _stop_holding(attempt, config: dict, chosen: dict) -> None:
@@ -445,6 +466,8 @@ def replica(
             chosen.update(method="remake", why=f"at {version} already; {follows or 'it does not answer'}")
         else:
             chosen.update(_method(config, version, method, follows))
+        if chosen["method"] == IN_PLACE:
+            _link_release_files(attempt, config)
 
     def upgrade(attempt, down: Callable[[], float]) -> dict:
         attempt.mark(stopped=True)
@@ -462,7 +485,9 @@ def replica(
             "read_outage_seconds": 0.0 if reads_elsewhere else seconds,
         }
 
-    return _attempt("replica", config, before_version, version, refresh, upgrade, recovered, choose)
+    return _prepared_removed_on_failure(
+        config, lambda: _attempt("replica", config, before_version, version, refresh, upgrade, recovered, choose)
+    )
 
 
 def _remake(attempt, config: dict, version: str, install: bool, sync_timeout: float) -> dict:

@@ -8,7 +8,16 @@ server changes. Everything else (the sqlite database, ``.nodeinfo``,
 mode and times. The snapshot is made in a hidden scratch folder beside the
 serverdir and renamed to its name only once complete, so a folder under a
 ``_data-backup-`` name is always whole; ``scratch`` names the leftovers of one
-that died. Filesystem only; reached as ``__utils__["sentry_snapshot.take"]``.
+that died.
+
+Linking every release file while the server is stopped grows with their
+number, so ``prepare`` links them beforehand, while the server still serves,
+into a hidden folder beside the snapshots (``prepared_path``); ``take`` then
+only brings those links up to date (a file uploaded or removed meanwhile)
+comparing the inode numbers the two folders' listings carry, no file read,
+no link made for what did not change. A prepared folder holds hard links
+only: deleting it loses nothing, and the next ``prepare`` reuses it.
+Filesystem only; reached as ``__utils__["sentry_snapshot.take"]``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import shutil
 from salt.exceptions import CommandExecutionError
 
 LINKED = "+files"  # immutable release files: hard links
+PREPARED = ".sentry-snapshot-prepared"  # release files linked while the server serves, for the next take
 
 
 def scratch_path(snapshot: str) -> str:
@@ -40,14 +50,78 @@ def scratch(directory: str) -> list[str]:
     ]
 
 
+def prepared_path(directory: str) -> str:
+    """Where ``prepare`` links release files for the next snapshot made in ``directory``."""
+    return os.path.join(directory, PREPARED)
+
+
+def _remove(entry: os.DirEntry) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path)
+    else:
+        os.unlink(entry.path)
+
+
+def _sync_links(source: str, target: str) -> int:
+    """Make ``target`` a tree of hard links to every file under ``source``, and nothing else: what is
+    linked already (the same inode number in both listings) is left as it is. A file that goes while
+    the server serves (a temporary one renamed) is skipped. Returns the files under ``target``."""
+    os.makedirs(target, exist_ok=True)
+    have = {entry.name: entry for entry in os.scandir(target)}
+    try:
+        entries = list(os.scandir(source))
+    except FileNotFoundError:  # a folder removed while it serves
+        entries = []
+    files = 0
+    for entry in entries:
+        into, had = os.path.join(target, entry.name), have.pop(entry.name, None)
+        if entry.is_dir(follow_symlinks=False):
+            if had is not None and not had.is_dir(follow_symlinks=False):
+                os.unlink(into)
+            files += _sync_links(entry.path, into)
+            continue
+        if had is not None:
+            if not had.is_dir(follow_symlinks=False) and had.inode() == entry.inode():
+                files += 1
+                continue
+            _remove(had)
+        try:
+            os.link(entry.path, into, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        files += 1
+    for gone in have.values():
+        _remove(gone)
+    return files
+
+
+def _dir_stats(source: str, target: str) -> None:
+    """The folders' modes and times as in ``source`` (owners: ``_own_dirs``)."""
+    for root, dirs, _files in os.walk(source):
+        for name in dirs:
+            there = os.path.join(target, os.path.relpath(os.path.join(root, name), source))
+            if os.path.isdir(there):
+                shutil.copystat(os.path.join(root, name), there, follow_symlinks=False)
+
+
+def prepare(serverdir: str, directory: str) -> dict:
+    """Link ``serverdir``'s release files into ``prepared_path(directory)`` while the server serves, so
+    that the next ``take`` into ``directory`` has little left to link. Returns the path and the files."""
+    path = prepared_path(directory)
+    try:
+        files = _sync_links(os.path.join(serverdir, LINKED), os.path.join(path, LINKED))
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"release files of {serverdir} could not be linked into {path} ({exc}); hard links need the "
+            f"serverdir and server:backup_dir on one filesystem"
+        ) from None
+    return {"path": path, "linked": files}
+
+
 def _copy_owned(source: str, target: str) -> None:
     shutil.copy2(source, target, follow_symlinks=False)
     stat = os.lstat(source)
     os.lchown(target, stat.st_uid, stat.st_gid)
-
-
-def _link(source: str, target: str) -> None:
-    os.link(source, target, follow_symlinks=False)
 
 
 def _own_dirs(source: str, target: str) -> None:
@@ -59,17 +133,22 @@ def _own_dirs(source: str, target: str) -> None:
 
 
 def _fill(serverdir: str, target: str) -> dict:
+    """``target`` (absent, or holding a prepared ``+files``) made the serverdir's snapshot."""
     linked = copied = 0
-    os.mkdir(target)
+    os.makedirs(target, exist_ok=True)
     for name in sorted(os.listdir(serverdir)):
         source, into = os.path.join(serverdir, name), os.path.join(target, name)
-        if os.path.isdir(source) and not os.path.islink(source):
-            shutil.copytree(source, into, symlinks=True, copy_function=_link if name == LINKED else _copy_owned)
-            files = sum(len(found) for _root, _dirs, found in os.walk(source))
-            linked, copied = (linked + files, copied) if name == LINKED else (linked, copied + files)
+        if name == LINKED and os.path.isdir(source):
+            linked += _sync_links(source, into)
+            _dir_stats(source, into)
+        elif os.path.isdir(source) and not os.path.islink(source):
+            shutil.copytree(source, into, symlinks=True, copy_function=_copy_owned)
+            copied += sum(len(found) for _root, _dirs, found in os.walk(source))
         else:
             _copy_owned(source, into)
             copied += 1
+    if not os.path.isdir(os.path.join(serverdir, LINKED)):
+        shutil.rmtree(os.path.join(target, LINKED), ignore_errors=True)  # prepared, then gone
     _own_dirs(serverdir, target)
     shutil.copystat(serverdir, target)
     return {"linked": linked, "copied": copied}
@@ -77,12 +156,16 @@ def _fill(serverdir: str, target: str) -> dict:
 
 def take(serverdir: str, snapshot: str) -> dict:
     """Snapshot the (stopped) ``serverdir`` as ``snapshot``, which must not exist and must be on the same
-    filesystem. Returns its path and the files linked and copied; raises naming the cause (what it had
-    made stays in its scratch folder, which ``scratch`` lists)."""
+    filesystem; what ``prepare`` linked beside it is taken over. Returns its path and the files linked
+    and copied; raises naming the cause (what it had made stays in its scratch folder, which ``scratch``
+    lists)."""
     if os.path.exists(snapshot):
         raise CommandExecutionError(f"{snapshot} exists already: the snapshot needs a new name")
     making = scratch_path(snapshot)
+    prepared = prepared_path(os.path.dirname(os.path.abspath(snapshot)))
     try:
+        if os.path.isdir(prepared) and not os.path.exists(making):
+            os.rename(prepared, making)
         counts = _fill(serverdir, making)
     except OSError as exc:
         raise CommandExecutionError(

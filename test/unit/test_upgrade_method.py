@@ -126,6 +126,40 @@ def test_a_snapshot_that_fails_leaves_only_its_scratch_and_says_where(tmp_path, 
     assert snapshot.scratch(str(tmp_path)) == [str(tmp_path / "._data-backup-1.incomplete")]
 
 
+def test_release_files_linked_while_serving_are_brought_up_to_date_at_the_stop(tmp_path, monkeypatch):
+    data = serverdir(tmp_path)
+    old = data / "+files/alice/dev/+f/abc/pkg-1.0-py3-none-any.whl"
+    assert snapshot.prepare(str(data), str(tmp_path)) == {"path": str(tmp_path / snapshot.PREPARED), "linked": 1}
+    # While it still serves: one file uploaded, one deleted (and another uploaded in its folder).
+    new = data / "+files/alice/dev/+f/def/pkg-2.0-py3-none-any.whl"
+    new.parent.mkdir()
+    new.write_bytes(b"wheel 2")
+    old.unlink()
+    (old.parent / "pkg-1.1-py3-none-any.whl").write_bytes(b"wheel 1.1")
+    linked = []
+    real_link = os.link
+    monkeypatch.setattr(
+        snapshot.os, "link", lambda *args, **kwargs: linked.append(args[0]) or real_link(*args, **kwargs)
+    )
+    made = snapshot.take(str(data), str(tmp_path / "_data-backup-1"))
+    assert made["linked"] == 2
+    assert sorted(os.path.basename(path) for path in linked) == ["pkg-1.1-py3-none-any.whl", "pkg-2.0-py3-none-any.whl"]
+    copy = tmp_path / "_data-backup-1" / "+files/alice/dev/+f"
+    assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*.whl")) == [
+        "abc/pkg-1.1-py3-none-any.whl",
+        "def/pkg-2.0-py3-none-any.whl",
+    ]
+    assert os.stat(copy / "def/pkg-2.0-py3-none-any.whl").st_ino == os.stat(new).st_ino
+    assert not (tmp_path / snapshot.PREPARED).exists()
+
+
+def test_a_second_take_after_prepare_links_nothing_unchanged(tmp_path, monkeypatch):
+    data = serverdir(tmp_path)
+    snapshot.prepare(str(data), str(tmp_path))
+    monkeypatch.setattr(snapshot.os, "link", lambda *args, **kwargs: pytest.fail(f"linked {args[0]} again"))
+    assert snapshot.take(str(data), str(tmp_path / "_data-backup-1"))["linked"] == 1
+
+
 def test_a_snapshot_never_overwrites(tmp_path):
     data = serverdir(tmp_path)
     (tmp_path / "_data-backup-1").mkdir()
