@@ -42,6 +42,7 @@ ROOT_PASSWORD = "Inplace-Root-pw-7"
 ALICE_PASSWORD = "Inplace-Alice-pw-8"
 HOME = "/var/lib/sentry"
 SERVERDIR = f"{HOME}/data"
+PREPARED = f"{HOME}/.sentry-snapshot-prepared"  # sentry_snapshot.prepare's, in server:backup_dir
 TRAIL = f"{SERVERDIR}.operation.json"
 INDEXES = {"alice/dev": 8, "alice/prod": 4}  # index: release files uploaded
 BOOTSTRAP = {
@@ -189,6 +190,9 @@ def test_same_database_version_upgrades_in_place_and_keeps_everything(deployment
     # devpi-fsck while it still served; in the window only what does not grow with the data
     steps = list(result["steps"])
     assert steps.index("check before") < steps.index("stop") < steps.index("health check"), steps
+    # the snapshot's links made while it served too; at the stop only brought up to date (taken over)
+    assert steps.index("link release files") < steps.index("stop") < steps.index("snapshot"), steps
+    assert not deployment.host.path(PREPARED).exists()
     assert result["health"]["fsck_before"]["files"] >= len(before["on_disk"]), result["health"]
     assert result["health"]["users"] >= 2 and isinstance(result["health"]["serial"], int), result["health"]
     assert deployment.call("sentry_upgrade.last")["method"]["method"] == "in_place"
@@ -266,3 +270,4 @@ def test_a_failed_health_check_in_place_rolls_back_to_the_old_version_and_data(d
     assert not host.path(TRAIL).exists()
     failed = host.sh(f"ls -d {HOME}/_data-failed-*").stdout.split()
     assert len(failed) == 1 and stranger in host.path(f"{failed[0]}/.nodeinfo").read_text()
+    assert not host.path(PREPARED).exists()  # the links prepared for the snapshot went with it
