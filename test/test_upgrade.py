@@ -5,8 +5,8 @@ salt-master) is deployed at the older sentry version with users, indexes and
 release files; then the orchestration upgrades it while a reader fetches a
 known file through the front and a writer creates users through it.
 A corrupted release file on the master makes the first attempt fail and roll
-back; with the file mended, the upgrade goes through; a second run changes
-nothing.
+back; in place, so does a health check that fails past the stop; then the
+upgrade goes through; a second run changes nothing.
 
 Twice, one cluster each: with ``method: auto`` (6.14 -> 6.20 share devpi's
 database version, so master and replicas go in place: snapshot, install,
@@ -41,6 +41,7 @@ from support.cluster_deployment import (
     cluster_pillars,
 )
 from support.debs import deb_version
+from support.server import wait_for_step
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -310,6 +311,48 @@ def test_a_corrupt_release_file_fails_the_master_upgrade_and_rolls_everything_ba
             assert (len(exports), len(failed_data)) == (1, 0), (exports, failed_data)
     finally:
         master.path(victim).write_bytes(original)
+    upgradable.wait_replicas_synced()
+
+
+def test_a_failed_health_check_after_the_stop_rolls_the_in_place_master_back(upgradable):
+    """In place, past the stop: the new version starts on a serverdir that no longer holds what it held
+    (its uuid rewritten during the install, as a damaged .nodeinfo would be). The health check fails and
+    everything comes back: old version, data, front; the replicas are not touched."""
+    if upgradable.master_method != "in_place":
+        pytest.skip("export/import fails past its stop in the test above (the import)")
+    master, stranger = upgradable.hosts[PRIMARY], "0" * 32
+    uuid = json.loads(master.path(f"{SERVERDIR}/.nodeinfo").read_text())["uuid"]
+    front_site = upgradable.hosts[FRONT].path("/etc/nginx/sites-available/sentry-front.conf").read_text()
+    before = {node: upgradable.content(node) for node in NODES}
+    rewrite_uuid = (
+        "import json, sys; path = sys.argv[1]; info = json.load(open(path)); info['uuid'] = sys.argv[2]; "
+        "open(path, 'w').write(json.dumps(info))"
+    )
+    finished: list = []
+    orchestrating = threading.Thread(target=lambda: finished.append(upgradable.orchestrate(upgradable.new)))
+    orchestrating.start()
+    try:
+        wait_for_step(master, f"{SERVERDIR}.operation.json", "install", timeout=ORCHESTRATE_TIMEOUT / 2)
+        # The snapshot holds a copy: rewritten in place, the serverdir's alone changes.
+        master.run(["/usr/bin/python3", "-c", rewrite_uuid, f"{SERVERDIR}/.nodeinfo", stranger])
+    finally:
+        orchestrating.join(timeout=ORCHESTRATE_TIMEOUT)
+    (ran,) = finished
+    assert ran.returncode != 0, ran.stdout[-6000:]
+    assert "failed at step 'health check'" in ran.stdout, ran.stdout[-6000:]
+    assert f"uuid is '{stranger}', '{uuid}' at the stop" in ran.stdout, ran.stdout[-6000:]
+    states = orchestration_states(ran)
+    replica_steps = [key for key in states if "sentry-upgrade-replica-" in key]
+    assert all(states[key]["result"] is False and not states[key]["changes"] for key in replica_steps), replica_steps
+    assert upgradable.versions() == dict.fromkeys(NODES, upgradable.old)
+    assert json.loads(master.path(f"{SERVERDIR}/.nodeinfo").read_text())["uuid"] == uuid
+    assert {node: upgradable.content(node) for node in NODES} == before
+    assert upgradable.call(PRIMARY, "sentry_admin.status")["up"] is True
+    assert upgradable.hosts[FRONT].path("/etc/nginx/sites-available/sentry-front.conf").read_text() == front_site
+    assert not master.path("/var/lib/sentry/.sentry-snapshot-prepared").exists()
+    failed_data = master.sh("ls -d /var/lib/sentry/_data-failed-*").stdout.split()
+    assert len(failed_data) == 1 and stranger in master.path(f"{failed_data[0]}/.nodeinfo").read_text()
+    master.run(["rm", "-rf", failed_data[0]])  # kept for the operator; the backup count below expects none
     upgradable.wait_replicas_synced()
 
 
