@@ -22,6 +22,7 @@ Filesystem only; reached as ``__utils__["sentry_snapshot.take"]``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -65,13 +66,19 @@ def _remove(entry: os.DirEntry) -> None:
 def _sync_links(source: str, target: str) -> int:
     """Make ``target`` a tree of hard links to every file under ``source``, and nothing else: what is
     linked already (the same inode number in both listings) is left as it is. A file that goes while
-    the server serves (a temporary one renamed) is skipped. Returns the files under ``target``."""
-    os.makedirs(target, exist_ok=True)
-    have = {entry.name: entry for entry in os.scandir(target)}
+    the server serves (a temporary one renamed) is skipped. A folder made gets the source's mode and
+    owner (not its times: each link added changes them). Returns the files under ``target``."""
     try:
         entries = list(os.scandir(source))
     except FileNotFoundError:  # a folder removed while it serves
         entries = []
+    if not os.path.isdir(target):
+        os.mkdir(target)
+        with contextlib.suppress(FileNotFoundError):
+            stat = os.lstat(source)
+            os.chmod(target, stat.st_mode & 0o7777)
+            os.lchown(target, stat.st_uid, stat.st_gid)
+    have = {entry.name: entry for entry in os.scandir(target)}
     files = 0
     for entry in entries:
         into, had = os.path.join(target, entry.name), have.pop(entry.name, None)
@@ -95,20 +102,12 @@ def _sync_links(source: str, target: str) -> int:
     return files
 
 
-def _dir_stats(source: str, target: str) -> None:
-    """The folders' modes and times as in ``source`` (owners: ``_own_dirs``)."""
-    for root, dirs, _files in os.walk(source):
-        for name in dirs:
-            there = os.path.join(target, os.path.relpath(os.path.join(root, name), source))
-            if os.path.isdir(there):
-                shutil.copystat(os.path.join(root, name), there, follow_symlinks=False)
-
-
 def prepare(serverdir: str, directory: str) -> dict:
     """Link ``serverdir``'s release files into ``prepared_path(directory)`` while the server serves, so
     that the next ``take`` into ``directory`` has little left to link. Returns the path and the files."""
     path = prepared_path(directory)
     try:
+        os.makedirs(path, exist_ok=True)
         files = _sync_links(os.path.join(serverdir, LINKED), os.path.join(path, LINKED))
     except OSError as exc:
         raise CommandExecutionError(
@@ -125,8 +124,10 @@ def _copy_owned(source: str, target: str) -> None:
 
 
 def _own_dirs(source: str, target: str) -> None:
-    """copytree keeps the folders' modes and times, not their owners."""
+    """copytree keeps the folders' modes and times, not their owners (``+files``' are set as made)."""
     for root, dirs, _files in os.walk(source):
+        if root == source and LINKED in dirs:
+            dirs.remove(LINKED)
         for name in ["", *dirs]:
             stat = os.lstat(os.path.join(root, name))
             os.lchown(os.path.join(target, os.path.relpath(os.path.join(root, name), source)), stat.st_uid, stat.st_gid)
@@ -140,7 +141,6 @@ def _fill(serverdir: str, target: str) -> dict:
         source, into = os.path.join(serverdir, name), os.path.join(target, name)
         if name == LINKED and os.path.isdir(source):
             linked += _sync_links(source, into)
-            _dir_stats(source, into)
         elif os.path.isdir(source) and not os.path.islink(source):
             shutil.copytree(source, into, symlinks=True, copy_function=_copy_owned)
             copied += sum(len(found) for _root, _dirs, found in os.walk(source))
