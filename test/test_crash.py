@@ -617,10 +617,21 @@ REPLICA_SECRET = "crash-replica-secret-0123456789abcdef"
 BASE_REPLICA = f"{HOME}/base-replica"  # the replica's old data, for each case to start from
 REPLICA_WHEELS = 8
 # Every step of sentry_upgrade.replica that writes the trail and lasts long enough to be caught
-# ('move data aside' is a rename between two writes of it).
-REPLICA_STEPS = ("stop", "install", "initialise", "start server", "catch up")
-# (step, how it is mended): the upgrade run again at each step; sentry_data.recover where the most is undone.
-REPLICA_CASES = [*((step, "rerun") for step in REPLICA_STEPS), ("catch up", "recover")]
+# ('move data aside' is a rename between two writes of it), by the way the replica goes: in place
+# when it follows its master as it is (the master upgraded in place kept its uuid), remade otherwise.
+REPLICA_STEPS = {
+    "in place": ("stop", "snapshot", "install", "start server", "catch up"),
+    "remade": ("stop", "install", "initialise", "start server", "catch up"),
+}
+# (way the replica goes, step, how it is mended): the upgrade run again at each step; sentry_data.recover
+# where the most is undone. In place first: the master is upgraded in place for those, then put back and
+# upgraded by export for the others.
+REPLICA_CASES = [
+    (kind, step, way)
+    for kind in ("in place", "remade")
+    for step, way in (*((step, "rerun") for step in REPLICA_STEPS[kind]), ("catch up", "recover"))
+]
+LATE_PAYLOAD = 400_000  # random bytes (hex) in a late wheel: about 100 s through the slowed nginx
 
 
 def master_pillar(version: str, replica_address: str) -> dict:
@@ -650,19 +661,22 @@ def replica_pillar(version: str, master_address: str) -> dict:
 
 
 class Replicated:
-    """A master (upgraded to the newer version) and its replica (the older one, its data stale)."""
+    """A master and its replica, both deployed at the older version; the master is upgraded the way a
+    case needs it (in place or by export), the replica put back at the older version on its old data."""
 
     def __init__(self, master: Crashable, replica: Crashable, master_address: str, folder: Path) -> None:
         self.master, self.replica, self.master_address, self.folder = master, replica, master_address, folder
         self.old_on_disk: dict[str, str] = {}  # the replica's release files before the master's upgrade
         self.uploads = 0
+        self.master_method = ""  # how the master was upgraded: "auto" (in place) or "export"
+        self.master_backup = ""  # the data it had at the older version, kept by its upgrade
 
-    def upload(self) -> str:
+    def upload(self, payload: str = "") -> str:
         """One more release file on the master, through its nginx; its file name."""
         self.uploads += 1
         local = self.folder / f"late-{self.uploads}"
         local.mkdir()
-        wheel = make_wheel(local, "crash-late", f"2.{self.uploads}", payload=f"late {self.uploads}")
+        wheel = make_wheel(local, "crash-late", f"2.{self.uploads}", payload=payload or f"late {self.uploads}")
         host = self.master.host
         host.path("/srv/late").mkdir(parents=True, exist_ok=True)
         host.path(f"/srv/late/{wheel.name}").write_bytes(wheel.read_bytes())
@@ -689,22 +703,47 @@ class Replicated:
     def set_replica_pillar(self, version: str) -> None:
         self.replica.salt.set_pillar(replica_pillar(version, self.master_address))
 
-    def kept_aside(self) -> list[str]:
-        """The backups and failed attempts beside the replica's serverdir that hold its old release files."""
+    def kept_aside(self, old: dict[str, str]) -> list[str]:
+        """The backups and failed attempts beside the replica's serverdir that hold its ``old`` release files."""
         listed = self.replica.call("sentry_data.backups")
         return [
             path
             for path in listed["backup"] + listed["failed"]
-            if self.replica.host.path(f"{path}/+files").is_dir() and self.replica.disk(path) == self.old_on_disk
+            if self.replica.host.path(f"{path}/+files").is_dir() and self.replica.disk(path) == old
         ]
 
-    def reset(self) -> None:
-        """The replica back at the older version on its old data, as before the first case."""
+    def master_upgraded(self, method: str) -> None:
+        """The master at the newer version, upgraded with ``method``: in place ("auto") it keeps its uuid and
+        the replica's old data follows it; by export it gets a new one that only a remade replica follows.
+        Upgraded the other way before, it is first put back: the older version on the data it had."""
+        if self.master_method == method:
+            return
+        master, host = self.master, self.master.host
+        if self.master_backup:
+            host.run(["supervisorctl", "stop", PROGRAM])
+            host.sh(f"rm -rf {SERVERDIR} && mv {self.master_backup} {SERVERDIR} && rm -rf {HOME}/_data-*")
+            host.run(
+                ["apt-get", "install", "-y", "-q", "--allow-downgrades", f"sentry={master.old}"],
+                env={"DEBIAN_FRONTEND": "noninteractive"},
+            )
+            master.salt.set_pillar(master_pillar(master.old, self.replica.host.address))
+            applied = master.salt.apply("sentry")
+            assert applied.succeeded, applied.failed or applied.errors
+        upgraded = master.call("sentry_upgrade.master", master.new, "refresh=False", f"method={method}")
+        assert upgraded["changed"] is True, upgraded
+        assert upgraded["method"]["method"] == ("in_place" if method == "auto" else "export_import"), upgraded
+        master.salt.set_pillar(master_pillar(master.new, self.replica.host.address))
+        self.master_method, self.master_backup = method, upgraded["backup"]
+
+    def reset(self) -> dict[str, str]:
+        """The replica back at the older version on its old data, following its master as far as it can;
+        the release files it holds then."""
         host, replica = self.replica.host, self.replica
         if host.path(TRAIL).exists():
             replica.salt.call("sentry_data.recover", check=False)
         host.run(["supervisorctl", "stop", PROGRAM], check=False)
-        host.sh(f"rm -rf {SERVERDIR} {HOME}/_data-* && cp -a {BASE_REPLICA} {SERVERDIR}")
+        host.sh(f"rm -rf {SERVERDIR} {HOME}/_data-* {HOME}/._data-* && cp -a {BASE_REPLICA} {SERVERDIR}")
+        assert replica.disk(SERVERDIR) == self.old_on_disk
         if replica.version() != replica.old:
             host.run(
                 ["apt-get", "install", "-y", "-q", "--allow-downgrades", f"sentry={replica.old}"],
@@ -712,7 +751,10 @@ class Replicated:
             )
         applied = replica.apply()
         assert applied.succeeded, applied.failed or applied.errors
-        assert replica.version() == replica.old and replica.disk(SERVERDIR) == self.old_on_disk
+        assert replica.version() == replica.old
+        if self.master_method == "auto":  # same uuid: it catches up with what earlier cases uploaded
+            replica.call("sentry_upgrade.wait_synced", "timeout=120")
+        return replica.disk(SERVERDIR)
 
 
 @pytest.fixture(scope="module")
@@ -749,29 +791,16 @@ def replicated(apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
         replica_host.run(["supervisorctl", "stop", PROGRAM])
         replica_host.sh(f"cp -a {SERVERDIR} {BASE_REPLICA}")
         replica_host.run(["supervisorctl", "start", PROGRAM])
-        # As sentry.upgrade does: the master first. Its import gives it a new uuid the old replica data
-        # does not follow; only a remade replica does.
-        upgraded = master.call("sentry_upgrade.master", new, "refresh=False", "method=export")
-        assert upgraded["changed"] is True, upgraded
-        master_salt.set_pillar(master_pillar(new, replica_address))
-        print(f"\nreplicated hosts deployed, master upgraded to {new} in {time.monotonic() - started:.1f}s")
+        print(f"\nreplicated hosts deployed at {old} in {time.monotonic() - started:.1f}s")
         yield deployment
-
-
-@pytest.fixture
-def replica_at_baseline(replicated):
-    """The replica at the older version on its old data, nothing left by earlier cases."""
-    replicated.reset()
-    started = time.monotonic()
-    yield replicated
-    print(f"case took {time.monotonic() - started:.1f}s")
 
 
 SLOW_REPLICATION = "/etc/nginx/conf.d/zz-test-slow-replication.conf"
 
 
 def slow_replication(master_host, slow: bool) -> None:
-    """Every answer of the master's nginx at 4 kB/s (or as fast as it can again), reloaded."""
+    """Every answer of the master's nginx at 4 kB/s (or as fast as it can again), reloaded. A reload leaves
+    an answer under way at 4 kB/s until it ends."""
     if slow:
         master_host.path(SLOW_REPLICATION).write_text("limit_rate 4k;\n")
     elif master_host.path(SLOW_REPLICATION).exists():
@@ -782,55 +811,88 @@ def slow_replication(master_host, slow: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("step", "way"), REPLICA_CASES, ids=[f"{step.replace(' ', '-')}-{way}" for step, way in REPLICA_CASES]
+    ("kind", "step", "way"),
+    REPLICA_CASES,
+    ids=[f"{kind.replace(' ', '-')}-{step.replace(' ', '-')}-{way}" for kind, step, way in REPLICA_CASES],
 )
-def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(replica_at_baseline, step, way):
-    deployment = replica_at_baseline
-    replica, host = deployment.replica, deployment.replica.host
+def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(replicated, kind, step, way):
+    deployment = replicated
+    deployment.master_upgraded("auto" if kind == "in place" else "export")
+    started = time.monotonic()
+    before = deployment.reset()  # the replica's release files when its upgrade begins
+    replica, host, master_host = deployment.replica, deployment.replica.host, deployment.master.host
     upgrade = ("sentry_upgrade.replica", replica.new, "refresh=False", "sync_timeout=180")
-    if step == "catch up":
-        # A few files replicate in a blink: the master's nginx sends slowly, so that the kill finds it catching up.
-        slow_replication(deployment.master.host, True)
+    if step == "snapshot":  # a copied file that takes a while keeps the snapshot going long enough
+        host.sh(f"head -c 200M /dev/zero > {SERVERDIR}/.padding && chown sentry:sentry {SERVERDIR}/.padding")
     # The server stops in a blink too: frozen, it waits out supervisor's SIGTERM until it thaws.
     frozen = host.sh(f"supervisorctl pid {PROGRAM}").stdout.strip() if step == "stop" else ""
-    if frozen:
-        host.run(["kill", "-STOP", frozen])
     try:
+        if step == "catch up":
+            # A replica catches up in a blink: the master's nginx sends slowly (until the apply has been
+            # refused), so that the kill finds it catching up: a remade one with all of the master's files,
+            # one in place with a large late upload.
+            slow_replication(master_host, True)
+            if kind == "in place":
+                deployment.upload(payload=os.urandom(LATE_PAYLOAD).hex())
+        if frozen:
+            host.run(["kill", "-STOP", frozen])
         operation = Operation(replica, *upgrade)
         operation.wait_until(f"step {step!r}", killing_point(replica, step))
         if step == "install":
             time.sleep(0.3)  # well into dpkg's unpacking
         killed = operation.kill()
-    finally:
-        slow_replication(deployment.master.host, False)
         if frozen:
             host.run(["kill", "-CONT", frozen], check=False)
-    trail = operation.trail()
-    assert trail["operation"] == "replica upgrade" and trail["step"] == step, (trail, killed)
+        trail = operation.trail()
+        assert trail["operation"] == "replica upgrade" and trail["step"] == step, (trail, killed)
+        assert_killed_replica_upgrade_refused(deployment, kind, step, trail, killed, before)
+    finally:
+        slow_replication(master_host, False)
+        if frozen:
+            host.run(["kill", "-CONT", frozen], check=False)
+        host.sh(f"rm -f {SERVERDIR}/.padding")
+
+    if way == "recover":
+        assert_replica_rolled_back(deployment, step, before, kind)
+    else:
+        assert_replica_upgrade_rerun(deployment, kind, upgrade, before)
+    print(f"case took {time.monotonic() - started:.1f}s")
+
+
+def assert_killed_replica_upgrade_refused(
+    deployment: Replicated, kind: str, step: str, trail: dict, killed: list[str], before: dict[str, str]
+) -> None:
+    """What the kill left: the old release files whole (in the serverdir or the backup it was moved to);
+    an apply that refuses, naming the backup and what to run, and touches nothing; no master serving."""
+    replica, host = deployment.replica, deployment.replica.host
     if step == "install":
         assert any("dpkg" in command for command in killed), killed
     if trail.get("backup") and host.path(trail["backup"]).is_dir():
-        assert replica.disk(trail["backup"]) == deployment.old_on_disk
-    else:  # not moved aside yet
-        assert replica.disk(SERVERDIR) == deployment.old_on_disk
+        assert replica.disk(trail["backup"]) == before
+    if kind == "in place":
+        assert trail.get("snapshot") or step == "stop", trail
+        if step in ("stop", "snapshot", "install"):  # never moved: whole, the new server not started yet
+            assert replica.disk(SERVERDIR) == before
+    elif not trail.get("backup"):  # not moved aside yet
+        assert replica.disk(SERVERDIR) == before
     left = sorted(str(path) for path in host.path(SERVERDIR).rglob("*"))
 
-    # The apply refuses, naming the backup and what to run, and neither initialises nor starts anything.
     assert_refused(replica, trail)
     assert sorted(str(path) for path in host.path(SERVERDIR).rglob("*")) == left, "the apply touched the serverdir"
     status = deployment.status()
     if status is not None:  # the old replica whose stop was cut short, or the new one the upgrade started
         assert status["role"].upper() == "REPLICA", f"a master serves over the trail: {status}"
-    if step in ("install", "initialise"):
+    if step in ("snapshot", "install", "initialise"):
         assert status is None, f"something serves over the trail: {status}"
 
-    if way == "recover":
-        assert_replica_rolled_back(deployment, step)
-        return
-    # The upgrade run again puts back what the killed one left, then remakes the replica.
+
+def assert_replica_upgrade_rerun(deployment: Replicated, kind: str, upgrade: tuple, before: dict[str, str]) -> None:
+    """The upgrade run again puts back what the killed one left, then upgrades the replica the same way."""
+    replica, host = deployment.replica, deployment.replica.host
     result = replica.call(*upgrade)
     print(f"rerun: recovered first {result.get('recovered_first')}; steps {result['steps']}")
     assert result["changed"] is True and result["recovered_first"]["recovered"] is True, result
+    assert result["method"]["method"] == ("in_place" if kind == "in place" else "remake"), result["method"]
     assert result["version"] == {"old": replica.old, "new": replica.new}, result
     assert replica.version() == replica.new and not host.path(TRAIL).exists()
     audit = host.run(["dpkg", "--audit"], check=False)
@@ -842,17 +904,18 @@ def test_a_killed_replica_upgrade_is_refused_then_mended_with_the_old_data_kept(
     late = deployment.upload()
     deployment.replica_serves(late)
     # The old data was not deleted: aside, beside the serverdir.
-    assert deployment.kept_aside(), replica.call("sentry_data.backups")
+    assert deployment.kept_aside(before), replica.call("sentry_data.backups")
     deployment.set_replica_pillar(replica.new)
     applied = replica.apply()
     deployment.set_replica_pillar(replica.old)
     assert applied.succeeded and applied.changed == {}, applied.changed or applied.failed or applied.errors
 
 
-def assert_replica_rolled_back(deployment: Replicated, step: str) -> None:
+def assert_replica_rolled_back(deployment: Replicated, step: str, before: dict[str, str], kind: str) -> None:
     """sentry_data.recover puts the replica back as it was: the older version on its old data, a replica
-    (stale: the master's new uuid is followed only by a remade one, as before the kill); what the killed
-    upgrade had made is kept as a failed attempt."""
+    (following the master as before the kill: in place it catches up again; remade it stays stale, the
+    master's new uuid followed only by a remade one); what the killed upgrade had made is kept as a
+    failed attempt."""
     replica, host = deployment.replica, deployment.replica.host
     recovered = replica.call("sentry_data.recover")
     print(f"recover: {recovered}")
@@ -860,10 +923,17 @@ def assert_replica_rolled_back(deployment: Replicated, step: str) -> None:
     assert replica.version() == replica.old and not host.path(TRAIL).exists()
     audit = host.run(["dpkg", "--audit"], check=False)
     assert audit.returncode == 0 and audit.stdout.strip() == "", audit.stdout + audit.stderr
-    assert replica.disk(SERVERDIR) == deployment.old_on_disk
+    on_disk = replica.disk(SERVERDIR)
+    if kind == "in place":  # it follows its master again, and may have fetched the late upload already
+        assert before.items() <= on_disk.items(), (before, on_disk)
+    else:
+        assert on_disk == before
     status = deployment.status()
     assert status and status["role"].upper() == "REPLICA", status
     listed = replica.call("sentry_data.backups")
     assert listed["backup"] == [] and len(listed["failed"]) == 1, listed
     applied = replica.apply()
     assert applied.succeeded, applied.failed or applied.errors
+    if kind == "in place":
+        replica.call("sentry_upgrade.wait_synced", "timeout=120")
+        assert replica.snapshot() == deployment.master.snapshot()
