@@ -115,20 +115,17 @@ def _roll_back(state: dict, version: str, config: dict, settled: Callable[[], No
 
 
 def _stop_writes_and_reads(attempt, config: dict) -> None:
-    # The server first: its exit ends the replicas' long polls of /+changelog,
-    # which nginx's graceful stop would otherwise wait out (5 s on Debian).
     attempt.mark(stopped=True)
     __salt__["sentry_server.stop"](config["program"])
     if config["nginx_service"]:
         attempt.mark(nginx_stopped=True)
-        __salt__["sentry_service.stop"](config["nginx_service"])
+        _stop_nginx_at_once(config["nginx_service"])
 
 
 def _stop_nginx_at_once(service: str) -> None:
-    """nginx's fast shutdown first (open connections closed: the replicas' long polls of /+changelog would
-    hold a graceful stop for its 5 s while the server still runs), then the service stopped as usual."""
-    __salt__["cmd.run_all"](["nginx", "-s", "stop"], python_shell=False, ignore_retcode=True, output_loglevel="quiet")
-    __salt__["sentry_service.stop"](service)
+    """Within the write window: no graceful stop waiting out the replicas' long polls of /+changelog (5 s
+    on Debian) and no init script's second of sleep after it."""
+    __salt__["sentry_service.stop_nginx_at_once"](service)
 
 
 def _move_data_aside(attempt, config: dict) -> None:
