@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from support.client import pip_install, sentry_client
 from support.debs import build_deb, install_deb
+from support.hosts import TestHostError
 from support.paths import DEFAULT_VERSION, REPO, REVISION
 from support.server import HostServer
 from support.wheels import make_wheel
@@ -221,7 +222,12 @@ def test_export_then_import_keeps_every_byte(populated, exported, probe_wheel):
         assert imported.get_json("/alice/dev")["result"]["bases"] == ["root/pypi"]
         assert sha256(download(host, release_link(imported))) == sha256(probe_wheel.read_bytes())
         pip_install(host, f"{imported.url}/alice/dev/+simple/", "sentry-probe==1.0", "/tmp/site-two")
+        # devpi-import makes each user with an empty password before setting the exported hash (the package
+        # hashes that empty password once for all): the exported hashes are what stands.
         assert login_token(host, imported.url, "alice", ALICE_PASSWORD)
+        assert login_token(host, imported.url, "root", ROOT_PASSWORD)
+        with pytest.raises(TestHostError):
+            login_token(host, imported.url, "alice", "")
     finally:
         imported.stop()
 

@@ -11,13 +11,14 @@ every 0.1 s) go through the host's nginx from outside:
              devpi's database version: snapshot, install, start, check)
   export     the same upgrade forced to ``method=export``, after the host is
              put back to the older version on the snapshot's data
-  bare       ``sentry-server --export`` by the older version (its server
-             stopped) before the upgrades, ``--import`` of it by the newer
-             one into a scratch folder after them, timed, plus the export
-             method's own "start server" step: what export/import cannot do
-             without. devpi's import waits for devpi-web's events by default;
-             the upgrade's (--no-events) leaves them to the started server:
-             its time is printed too
+  bare       devpi's own ``devpi-export`` by the older version (its server
+             stopped) of the data the export upgrade starts from,
+             ``devpi-import`` of it by the newer one into a scratch folder
+             after the upgrades, timed, plus the export method's own "start
+             server" step: what export/import cannot do without. devpi's
+             import waits for devpi-web's events by default; the upgrade's
+             (--no-events) leaves them to the started server: its time is
+             printed too
 
 Prints, per size and method: the write window the writer saw and the one the
 module reports, failed reads (a lone host stops nginx for the window: reads
@@ -57,6 +58,7 @@ PASSWORD = "Bench-Upgrade-pw-1"
 INDEXES = ("alice/dev", "alice/prod")
 VERSIONS_PER_PROJECT = 10
 HOME, SERVERDIR, PROGRAM = "/var/lib/sentry", "/var/lib/sentry/data", "sentry-server"
+DEVPI_BIN = "/opt/virtualenvs/sentry/bin"  # devpi's own commands, beside the package's
 BARE_EXPORT = f"{HOME}/bare-export"  # beside the serverdir: the upgrades move the serverdir, not this
 CACHE = REPO / "build" / "bench-upgrade"
 # Bridge host numbers away from the suite's (1-60), test_mirror's (100-104) and bench_mirror's (120-122).
@@ -217,9 +219,10 @@ def back_to_old(salt: MasterlessSalt, old: str, snapshot: str) -> None:
         raise SystemExit(f"back to {old} failed: {applied.failed or applied.errors}")
 
 
-def _timed_server_run(host: TestHost, argv: list[str]) -> float:
+def _timed_devpi_run(host: TestHost, command: str, argv: list[str]) -> float:
+    """One of devpi's own commands in the package's virtualenv, as the service user, timed."""
     started = time.monotonic()
-    host.run(["runuser", "-u", "sentry", "--", "/usr/sbin/sentry-server", *argv], timeout=CALL_TIMEOUT)
+    host.run(["runuser", "-u", "sentry", "--", f"{DEVPI_BIN}/{command}", *argv], timeout=CALL_TIMEOUT)
     return time.monotonic() - started
 
 
@@ -227,7 +230,7 @@ def bare_export(host: TestHost) -> float:
     """devpi's own export of the serverdir by the version installed (the server stopped meanwhile), timed."""
     host.run(["supervisorctl", "stop", PROGRAM])
     host.sh(f"rm -rf {BARE_EXPORT}")
-    seconds = _timed_server_run(host, ["--serverdir", SERVERDIR, "--export", BARE_EXPORT])
+    seconds = _timed_devpi_run(host, "devpi-export", ["--serverdir", SERVERDIR, BARE_EXPORT])
     host.run(["supervisorctl", "start", PROGRAM])
     return seconds
 
@@ -238,9 +241,7 @@ def bare_imports(host: TestHost) -> dict[str, float]:
     timed = {}
     for name, extra in (("import", []), ("import --no-events", ["--no-events"])):
         host.sh(f"rm -rf {HOME}/bare-data")
-        timed[name] = _timed_server_run(
-            host, ["--serverdir", f"{HOME}/bare-data", "--import", BARE_EXPORT, "--no-root-pypi", *extra]
-        )
+        timed[name] = _timed_devpi_run(host, "devpi-import", ["--serverdir", f"{HOME}/bare-data", *extra, BARE_EXPORT])
     host.sh(f"rm -rf {BARE_EXPORT} {HOME}/bare-data")
     return timed
 
@@ -253,10 +254,12 @@ def measure(files: int, repo: Path, old: str, new: str) -> dict:
         if not deployed.succeeded:
             raise SystemExit(f"deploy failed: {deployed.failed or deployed.errors}")
         print(f"{files} files: {load_data(salt, files, old)}", flush=True)
-        timed = {"export": bare_export(host)}  # by the old version, as the upgrade's export
         url = f"http://{host.address}"
         in_place = upgrade(salt, url, new, "auto")
         back_to_old(salt, old, in_place["result"]["backup"])
+        # By the old version, as the upgrade's export, of what the export upgrade starts from (the users
+        # the writer made during the in-place upgrade included).
+        timed = {"export": bare_export(host)}
         export = upgrade(salt, url, new, "export")
         timed.update(bare_imports(host))  # by the new version, as the upgrade's import
     timed["start"] = export["result"]["steps"]["start server"]

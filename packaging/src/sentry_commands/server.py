@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -381,8 +382,8 @@ def import_(args: argparse.Namespace) -> int:
     if args.no_events:
         arguments.append("--no-events")
     try:
-        run_devpi("devpi-import", [*arguments, str(source)])
-    except Failure:
+        run_devpi_import([*arguments, str(source)])
+    except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     if serverdir.exists():
@@ -393,6 +394,36 @@ def import_(args: argparse.Namespace) -> int:
     scratch.rename(serverdir)
     print(f"imported {source} into {serverdir}")
     return 0
+
+
+def run_devpi_import(arguments: list[str]) -> None:
+    """devpi-import, in this process. It makes every user it imports with an empty password and then sets
+    the exported hash over it: each of those argon2 hashes of the empty password costs about 0.1 s, so a
+    thousand users would add minutes to an upgrade's write window. The hash of the empty password is made
+    once and given to every user instead; what is stored is what devpi stores (an exported user without
+    a hash keeps a valid hash of the empty password, as devpi leaves it)."""
+    import devpi_server.model
+    from devpi_server.importexport import import_ as devpi_import
+
+    hash_password, empty = devpi_server.model.hash_password, []
+
+    def hash_once_for_empty(password: str) -> str:
+        if password != "":
+            return hash_password(password)
+        if not empty:
+            empty.append(hash_password(""))
+        return empty[0]
+
+    devpi_server.model.hash_password = hash_once_for_empty
+    try:
+        code = devpi_import(argv=["devpi-import", *arguments])
+    except Exception as exc:  # as devpi-import's own command would: the traceback, then why
+        traceback.print_exc()
+        raise Failure(f"devpi-import failed: {exc}") from None
+    finally:
+        devpi_server.model.hash_password = hash_password
+    if code != 0:
+        raise Failure(f"devpi-import failed with exit code {code} (its message is above)")
 
 
 def fsck(args: argparse.Namespace) -> int:
