@@ -52,3 +52,13 @@ def test_pillar_example_shows_every_key():
     example = yaml.safe_load((REPO / "pillar.example").read_text())["sentry"]
     assert keys(example) == keys(defaults)
     assert example["bootstrap"]["users"] and example["bootstrap"]["indexes"]  # and shows how they look
+
+
+def test_the_example_tree_names_only_known_keys():
+    """example/pillar (README's "Environments"): every file's keys are defaults.yaml's (test_environments
+    applies the tree through a master; this says it at once, without hosts)."""
+    defaults = keys(yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"])
+    files = sorted((REPO / "example" / "pillar" / "sentry").glob("*.sls"))
+    assert len(files) >= 4, files
+    for path in files:
+        assert keys(yaml.safe_load(path.read_text())["sentry"]) <= defaults, path.name

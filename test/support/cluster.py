@@ -3,7 +3,10 @@
 The master (pytest-salt-factories) runs in the machine's own namespace and
 listens on the test bridge; each minion is a ``salt-minion -d`` inside a test
 host of its own (own filesystem view, own address on the bridge), with no way
-out but the bridge. Each minion gets its own pillar, which a test can change.
+out but the bridge. Each minion gets its own pillar, which a test can change;
+a pillar tree of the operator's kind (``pillar_tree``: its own top.sls and
+sls files, e.g. example/pillar) can serve as the base, the minions' own
+pillars then merged over it.
 
     with SaltCluster(salt_factories, tmp_path, state_top={"cl-a": ["sentry"]}) as cluster:
         hosts = cluster.add_minions({"cl-a": {"sentry": {...}}})
@@ -19,6 +22,7 @@ keys are deleted from the master, the master stops.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -95,6 +99,8 @@ class SaltCluster:
         master_id: str = "sentry-cluster",
         first_host_number: int = 21,
         state_top: dict[str, list[str]] | None = None,
+        pillar_tree: Path | None = None,
+        master_overrides: dict[str, Any] | None = None,
     ) -> None:
         """``workdir``: a fresh directory (``tmp_path``) for the master's files and the pillar tree.
 
@@ -102,12 +108,20 @@ class SaltCluster:
         that may share the bridge use ranges of their own.
         ``state_top``: minion id -> sls list, served as ``salt://top.sls`` beside
         the formula, so ``apply(tgt)`` with no sls is a highstate.
+        ``pillar_tree``: a pillar root (top.sls and its sls files) copied into the master's;
+        each minion's own pillar comes after its top's entries, so it overrides them.
+        ``master_overrides``: more of the master's configuration (e.g. ``nodegroups``).
         """
         self.workdir = workdir
         self.pillar_root = workdir / "pillar"
         self.state_root = workdir / "states"
-        self.pillar_root.mkdir(parents=True)
         self.state_root.mkdir(parents=True)
+        if pillar_tree is not None:
+            shutil.copytree(pillar_tree, self.pillar_root)
+            self.tree_top = yaml.safe_load((self.pillar_root / "top.sls").read_text())["base"]
+        else:
+            self.pillar_root.mkdir(parents=True)
+            self.tree_top = {}
         if state_top is not None:
             (self.state_root / "top.sls").write_text(yaml.safe_dump({"base": state_top}))
         self.pillars: dict[str, dict] = {}
@@ -127,6 +141,7 @@ class SaltCluster:
                 # takes a second, and every directory synced or recursed asks for the list again.
                 "fileserver_list_cache_time": 20,
                 "pillar_roots": {"base": [str(self.pillar_root)]},
+                **(master_overrides or {}),
             },
         )
 
@@ -179,9 +194,10 @@ class SaltCluster:
     # --- pillar ----------------------------------------------------------
 
     def write_pillars(self) -> None:
-        """top.sls maps each minion id to its own sls; the master reads them at every pillar compile."""
-        top = {"base": {minion_id: [pillar_sls(minion_id)] for minion_id in self.pillars}}
-        (self.pillar_root / "top.sls").write_text(yaml.safe_dump(top))
+        """top.sls maps each minion id to its own sls (after the tree's entries, if any: Salt merges in
+        the top's order, a later sls overriding); the master reads them at every pillar compile."""
+        top = {"base": {**self.tree_top, **{minion_id: [pillar_sls(minion_id)] for minion_id in self.pillars}}}
+        (self.pillar_root / "top.sls").write_text(yaml.safe_dump(top, sort_keys=False))
         for minion_id, pillar in self.pillars.items():
             (self.pillar_root / f"{pillar_sls(minion_id)}.sls").write_text(yaml.safe_dump(pillar))
 
