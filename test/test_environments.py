@@ -139,7 +139,7 @@ def test_one_apply_gives_each_environment_its_settings(salt_factories, sentry_de
     addresses = {environment: host_address(FIRST_HOST_NUMBER + n) for n, environment in enumerate(ENVIRONMENTS)}
     with SaltCluster(
         salt_factories,
-        tmp_path / "cluster",
+        tmp_path,  # short: the master's socket paths lie below it
         master_id="sentry-environments",
         first_host_number=FIRST_HOST_NUMBER,
         pillar_tree=EXAMPLE / "pillar",
