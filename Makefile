@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-health bench-project-list bench-backup
+.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -43,6 +43,9 @@ bench:           ## benchmarks: ratios measured in one run, printed, never asser
 
 bench-upgrade:   ## write window in place and by export, 1,000 and 10,000 files; growth; export / bare (~40 min first)
 	script/bootstrap test && .venv/bin/python test/bench/bench_upgrade.py
+
+bench-fleet:     ## state.apply sentry from one master: ten hosts against one, the master's peak memory (~6 min)
+	script/bootstrap test && .venv/bin/pytest -p no:cacheprovider -s test/bench/bench_fleet.py
 
 bench-health:    ## the health check's share of a 1,000-file master upgrade, 6.14 -> 6.20 (goal <= 10 %; ~2 min)
 	script/bootstrap test && .venv/bin/python test/bench/bench_health.py

@@ -83,6 +83,15 @@ class SaltResult:
         return cls(returncode, data, stdout, stderr)
 
 
+def minion_venv(version: str) -> Path:
+    """The venv of an older Salt release for test minions (``3006``, ``3007``: test/salt-minions/<version>.lock,
+    installed by script/bootstrap test into .venv-salt<version>)."""
+    venv = REPO / f".venv-salt{version}"
+    if not (venv / "bin" / "salt-minion").exists():
+        pytest.fail(f"no Salt {version} for test minions in {venv}: run script/bootstrap test")
+    return venv
+
+
 def pillar_sls(minion_id: str) -> str:
     """The pillar sls holding one minion's pillar (a dot would make it a path)."""
     return "minion_" + minion_id.replace(".", "_").replace("-", "_")
@@ -128,6 +137,7 @@ class SaltCluster:
         self.write_pillars()
         self.next_number = first_host_number
         self.hosts: dict[str, TestHost] = {}
+        self.minion_venvs: dict[str, Path] = {}  # minion id -> the venv of its (older) Salt
         # minion id -> what its saltutil.sync_all brought (modules, states, ...)
         self.synced: dict[str, dict] = {}
         self.master = salt_factories.salt_master_daemon(
@@ -215,12 +225,17 @@ class SaltCluster:
     def add_minion(self, minion_id: str, pillar: dict, *, kind: str = "systemd") -> TestHost:
         return self.add_minions({minion_id: pillar}, kind=kind)[minion_id]
 
-    def add_minions(self, pillars: dict[str, dict], *, kind: str = "systemd") -> dict[str, TestHost]:
+    def add_minions(
+        self, pillars: dict[str, dict], *, kind: str = "systemd", salt_versions: dict[str, str] | None = None
+    ) -> dict[str, TestHost]:
         """A test host per minion id (named after it), its minion answering the master, modules synced.
 
         ``kind``: the hosts' root (support.host_roots' ``HOST_KINDS``). All start before
         any is waited for: a minion takes about 2 s to reach the master.
+        ``salt_versions``: minion id -> an older Salt release its minion runs (``minion_venv``).
         """
+        for minion_id, version in (salt_versions or {}).items():
+            self.minion_venvs[minion_id] = minion_venv(version)
         for minion_id, pillar in pillars.items():
             self.set_pillar(minion_id, pillar)
             self._start_host(minion_id, kind)
@@ -258,7 +273,7 @@ class SaltCluster:
                 }
             )
         )
-        salt_minion = REPO / ".venv" / "bin" / "salt-minion"
+        salt_minion = self.minion_venvs.get(minion_id, REPO / ".venv") / "bin" / "salt-minion"
         host.sh(f"setsid {salt_minion} -c {MINION_CONF} -d </dev/null >/dev/null 2>&1", timeout=60)
 
     def _wait_for_minion(self, minion_id: str, timeout: float = MINION_START_TIMEOUT) -> None:
@@ -279,7 +294,7 @@ class SaltCluster:
         pid = int(host.path(f"{MINION_ROOT}/var/run/salt-minion.pid").read_text())
         host.run(["kill", str(pid)])
         host.wait_for(f"! kill -0 {pid} 2>/dev/null", timeout=timeout)
-        salt_minion = REPO / ".venv" / "bin" / "salt-minion"
+        salt_minion = self.minion_venvs.get(minion_id, REPO / ".venv") / "bin" / "salt-minion"
         host.sh(f"setsid {salt_minion} -c {MINION_CONF} -d </dev/null >/dev/null 2>&1", timeout=60)
         self._wait_for_minion(minion_id, timeout)
 

@@ -51,6 +51,7 @@ MODULE_SECONDS = {
     "test_package.py": 35,
     "test_formula_master.py": 35,
     "test_environments.py": 70,
+    "test_fleet.py": 240,
     "test_secrets.py": 30,
     "test_apt_repo.py": 20,
     "test_docs.py": 5,
