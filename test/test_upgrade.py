@@ -8,6 +8,10 @@ A corrupted release file on the master makes the first attempt fail and roll
 back; in place, so does a health check that fails past the stop; then the
 upgrade goes through; a second run changes nothing.
 
+The minions run mixed Salt releases, as fleets do: in one run the master
+runs 3006 LTS and a replica 3007, in the other the master 3007 and a replica
+and the front 3006 (the rest 3008, the master's).
+
 Twice, one cluster each: with ``method: auto`` (6.14 -> 6.20 share devpi's
 database version, so master and replicas go in place: snapshot, install,
 start; devpi-fsck, run while the master still serves, catches the corrupt
@@ -54,6 +58,12 @@ ORCHESTRATE_TIMEOUT = 1200
 PROBE_USER_PREFIX = "probe"
 # sentry:upgrade:method of each run, and how the master (and the replicas) go with it.
 METHODS = {"auto": ("in_place", "in_place"), "export": ("export_import", "remake")}
+# Minions of older Salt releases under the 3008 master (as mixed fleets are), by method: between the two
+# runs the master, a replica and the front each run 3006 LTS or 3007 once; the others run 3008.
+OLDER_SALT = {
+    "auto": {PRIMARY: "3006", REPLICAS[0]: "3007"},
+    "export": {PRIMARY: "3007", REPLICAS[1]: "3006", FRONT: "3006"},
+}
 
 
 def no_proxy_opener() -> urllib.request.OpenerDirector:
@@ -152,7 +162,9 @@ class Upgradable:
 def upgradable(request, salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
     old, new = deb_version(old_sentry_deb), deb_version(sentry_deb)
     with SaltCluster(salt_factories, tmp_path_factory.mktemp("upgrade"), state_top=STATE_TOP) as cluster:
-        hosts = cluster.add_minions({minion_id: {} for minion_id in (*NODES, FRONT)})
+        hosts = cluster.add_minions(
+            {minion_id: {} for minion_id in (*NODES, FRONT)}, salt_versions=OLDER_SALT[request.param]
+        )
         for node in NODES:
             use_apt_repo(hosts[node], apt_repo)
         for minion_id, pillar in pillars(hosts, old).items():
