@@ -50,7 +50,7 @@ MODULE_SECONDS = {
     "test_exposure.py": 40,
     "test_package.py": 35,
     "test_formula_master.py": 35,
-    "test_environments.py": 70,
+    "test_environments.py": 150,
     "test_fleet.py": 240,
     "test_secrets.py": 30,
     "test_apt_repo.py": 20,
