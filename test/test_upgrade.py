@@ -45,7 +45,7 @@ from support.cluster_deployment import (
     cluster_pillars,
 )
 from support.debs import deb_version
-from support.server import wait_for_step
+from support.server import rewrite_uuid, wait_for_step
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -336,17 +336,13 @@ def test_a_failed_health_check_after_the_stop_rolls_the_in_place_master_back(upg
     uuid = json.loads(master.path(f"{SERVERDIR}/.nodeinfo").read_text())["uuid"]
     front_site = upgradable.hosts[FRONT].path("/etc/nginx/sites-available/sentry-front.conf").read_text()
     before = {node: upgradable.content(node) for node in NODES}
-    rewrite_uuid = (
-        "import json, sys; path = sys.argv[1]; info = json.load(open(path)); info['uuid'] = sys.argv[2]; "
-        "open(path, 'w').write(json.dumps(info))"
-    )
     finished: list = []
     orchestrating = threading.Thread(target=lambda: finished.append(upgradable.orchestrate(upgradable.new)))
     orchestrating.start()
     try:
         wait_for_step(master, f"{SERVERDIR}.operation.json", "install", timeout=ORCHESTRATE_TIMEOUT / 2)
         # The snapshot holds a copy: rewritten in place, the serverdir's alone changes.
-        master.run(["/usr/bin/python3", "-c", rewrite_uuid, f"{SERVERDIR}/.nodeinfo", stranger])
+        rewrite_uuid(master, f"{SERVERDIR}/.nodeinfo", stranger)
     finally:
         orchestrating.join(timeout=ORCHESTRATE_TIMEOUT)
     (ran,) = finished

@@ -33,7 +33,7 @@ from support.client import sentry_client
 from support.debs import deb_version
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
-from support.server import wait_for_step
+from support.server import rewrite_uuid, wait_for_step
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -242,17 +242,13 @@ def test_method_export_forces_export_and_import(deployment):
 def test_a_failed_health_check_in_place_rolls_back_to_the_old_version_and_data(deployment):
     host, before, uuid = deployment.host, deployment.content(), deployment.uuid()
     stranger = "0" * 32
-    rewrite_uuid = (
-        "import json, sys; path = sys.argv[1]; info = json.load(open(path)); info['uuid'] = sys.argv[2]; "
-        "open(path, 'w').write(json.dumps(info))"
-    )
     finished: list = []
     upgrading = threading.Thread(target=lambda: finished.append(deployment.upgrade()))
     upgrading.start()
     try:
         wait_for_step(host, TRAIL, "install")
         # A copy in the snapshot: rewritten in place, the serverdir's alone changes.
-        host.run(["/usr/bin/python3", "-c", rewrite_uuid, f"{SERVERDIR}/.nodeinfo", stranger])
+        rewrite_uuid(host, f"{SERVERDIR}/.nodeinfo", stranger)
     finally:
         upgrading.join(timeout=900)
     (ran,) = finished

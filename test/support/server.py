@@ -22,6 +22,15 @@ def wait_for_step(host: TestHost, trail: str, step: str, timeout: float = 300) -
     raise AssertionError(f"the upgrade never reached step {step!r} within {timeout}s")
 
 
+def rewrite_uuid(host: TestHost, nodeinfo: str, uuid: str) -> None:
+    """Give the serverdir whose ``.nodeinfo`` is at ``nodeinfo`` (in ``host``) another uuid, in place."""
+    rewrite = (
+        "import json, sys; path = sys.argv[1]; info = json.load(open(path)); info['uuid'] = sys.argv[2]; "
+        "open(path, 'w').write(json.dumps(info))"
+    )
+    host.run(["/usr/bin/python3", "-c", rewrite, nodeinfo, uuid])
+
+
 class HostServer:
     """A sentry-server process inside a test host, on loopback; as ``user`` when given (else root)."""
 
