@@ -40,6 +40,7 @@ bench:           ## benchmarks: ratios measured in one run, printed, never asser
 	script/bootstrap test
 	.venv/bin/python test/bench/bench_reapply.py
 	.venv/bin/python test/bench/bench_mirror.py
+	.venv/bin/pytest -p no:cacheprovider -s test/bench/bench_fleet.py
 
 bench-upgrade:   ## write window in place and by export, 1,000 and 10,000 files; growth; export / bare (~40 min first)
 	script/bootstrap test && .venv/bin/python test/bench/bench_upgrade.py
