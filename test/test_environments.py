@@ -16,7 +16,9 @@ dev lets a new user register and make an index, prod refuses its own user
 an index (only root makes them there); prod and staging answer HTTPS with
 their certificates and redirect plain HTTP, dev answers plain HTTP; staging
 mirrors its own upstream, prod PyPI; prod and staging schedule backups, dev
-does not. A second apply changes nothing anywhere. A wrong key in staging's
+does not; prod's replicas (no host of theirs here) get, as the master compiles
+their pillar, prod's settings with their own over them. A second apply
+changes nothing anywhere. A wrong key in staging's
 file fails staging alone, naming the key, and leaves dev and prod as they
 were.
 
@@ -231,6 +233,15 @@ def test_one_apply_gives_each_environment_its_settings(environments):
     for environment in ENVIRONMENTS:
         scheduled = hosts[environment].sh("ls /etc/cron.d").stdout.split()
         assert any(name.startswith("sentry-backup-") for name in scheduled) == (environment != "dev"), scheduled
+
+    # prod's replicas (no host of theirs here): their pillar as the master compiles it for such an id, prod's
+    # file and then theirs.
+    shown = cluster.salt_run("pillar.show_pillar", "sentry-prod-replica-1")
+    assert shown.returncode == 0 and isinstance(shown.data, dict), shown.stdout + shown.stderr
+    replica, prod = shown.data["sentry"], example_pillar("prod")
+    assert replica["server"]["master_url"] == example_pillar("prod_replica")["server"]["master_url"], replica
+    assert replica["server"]["role"] == "standalone" and replica["server"]["secret"] == prod["server"]["secret"]
+    assert replica["backup"]["enabled"] is False and replica["nginx"]["tls"] == prod["nginx"]["tls"], replica
 
     again = apply_all(cluster)
     for environment in ENVIRONMENTS:
