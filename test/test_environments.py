@@ -46,6 +46,7 @@ from support.cluster import SaltCluster, changed, failed
 from support.debs import deb_version
 from support.hosts import TestHost, host_address
 from support.paths import REPO
+from support.upstream import MAKE_CERTIFICATES
 
 pytestmark = pytest.mark.slow
 
@@ -70,18 +71,11 @@ def master_overrides() -> dict:
 
 
 def make_certificate(folder: Path, address: str) -> Path:
-    """A test CA and a certificate for ``address`` signed by it (in ``folder``); the CA's path."""
-    commands = f"""
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=sentry environments test CA' \
-        -keyout ca.key -out ca.pem 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj /CN={address} -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=IP:{address}\\n' > san.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext \
-        -out server.pem 2>/dev/null
-    """
-    folder.mkdir(parents=True)
-    subprocess.run(["sh", "-ec", commands], cwd=folder, check=True)
-    return folder / "ca.pem"
+    """A test CA and a certificate for ``address`` signed by it, made as the upstream test host makes its own
+    (support.upstream's MAKE_CERTIFICATES, in ``folder``/tls); that folder."""
+    made = MAKE_CERTIFICATES.format(root=folder, address=address, san=f"IP:{address}")
+    subprocess.run(["sh", "-c", made], check=True)
+    return folder / "tls"
 
 
 def put_certificate(host: TestHost, folder: Path, tls: dict) -> None:
@@ -185,9 +179,10 @@ def environments(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_
             use_apt_repo(host, apt_repo)
             if environment != "dev":
                 folder = tmp_path_factory.mktemp(f"tls-{environment}")
-                cas[environment] = make_certificate(folder / "made", addresses[environment])
+                made = make_certificate(folder, addresses[environment])
+                cas[environment] = made / "ca.pem"
                 tls = {**example_pillar("prod")["nginx"]["tls"], **example_pillar(environment)["nginx"].get("tls", {})}
-                put_certificate(host, folder / "made", tls)
+                put_certificate(host, made, tls)
         deployed = Environments(cluster, hosts, addresses, cas, old, new)
         first = apply_all(cluster)
         for environment in ENVIRONMENTS:
