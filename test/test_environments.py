@@ -10,23 +10,27 @@ company's, and offline mode (no internet). The certificates prod and staging
 name are made by the test, as an operator's certificate tooling would put
 them there.
 
-One ``salt 'sentry-*' state.apply sentry`` deploys all three. Then, from
+One ``salt 'sentry-*' state.apply sentry`` deploys all three; then staging
+gets a replica, sentry-staging-replica-1 (staging's nodegroup and its
+replicas' file; its own pillar names its master by address, and its host
+trusts staging's CA through Debian's CA store, as a company CA is trusted).
+Then, from
 outside (this process, over the bridge): each serves its own theme title;
 dev lets a new user register and make an index, prod refuses its own user
 an index (only root makes them there); prod and staging answer HTTPS with
 their certificates and redirect plain HTTP, dev answers plain HTTP; staging
 mirrors its own upstream, prod PyPI; prod and staging schedule backups, dev
-does not; prod's replicas (no host of theirs here) get, as the master compiles
-their pillar, prod's settings with their own over them. A second apply
-changes nothing anywhere. A wrong key in staging's
-file fails staging alone, naming the key, and leaves dev and prod as they
-were.
+does not; staging's replica serves staging's title and data, following its
+master over HTTPS; prod's replicas (no host of theirs here) get, as the
+master compiles their pillar, prod's settings with their own over them. A
+second apply changes nothing anywhere. A wrong key in staging's file fails
+staging's hosts alone, naming the key, and leaves dev and prod as they were.
 
 Then ``salt-run state.orchestrate sentry.upgrade`` upgrades staging alone
-(its master named in the orchestration's pillar): staging runs the newer
-version with its data and settings, prod and dev keep their version, server
-process and data; with staging's version then set in the pillar, an apply
-of all three changes nothing.
+(its master and replica named in the orchestration's pillar): both run the
+newer version, staging with its data and settings, the replica following
+it again; prod and dev keep their version, server process and data; with
+staging's version then set in the pillar, an apply of all changes nothing.
 """
 
 from __future__ import annotations
@@ -46,14 +50,15 @@ from support.cluster import SaltCluster, changed, failed
 from support.debs import deb_version
 from support.hosts import TestHost, host_address
 from support.paths import REPO
-from support.upstream import MAKE_CERTIFICATES
+from support.upstream import MAKE_CERTIFICATES, trust_ca
 
 pytestmark = pytest.mark.slow
 
 EXAMPLE = REPO / "example"
 ENVIRONMENTS = ("dev", "staging", "prod")
-MINIONS = {environment: f"sentry-{environment}-1" for environment in ENVIRONMENTS}
-FIRST_HOST_NUMBER = 56  # 56, 57, 58: dev, staging, prod
+REPLICA = "staging-replica"  # staging's replica, which follows staging's master
+MINIONS = {name: f"sentry-{name}-1" for name in (*ENVIRONMENTS, REPLICA)}
+FIRST_HOST_NUMBER = 56  # 56, 57, 58, 59: dev, staging, prod, staging's replica
 
 
 def example_pillar(environment: str) -> dict:
@@ -61,21 +66,33 @@ def example_pillar(environment: str) -> dict:
     return yaml.safe_load((EXAMPLE / "pillar" / "sentry" / f"{environment}.sls").read_text())["sentry"]
 
 
-def host_only_pillar(version: str) -> dict:
-    """Merged over the tree for every minion: what a test host cannot have otherwise."""
-    return {"sentry": {"package": {"source": "repo", "version": version}, "server": {"offline_mode": True}}}
+def host_only_pillar(version: str, addresses: dict[str, str]) -> dict[str, dict]:
+    """Merged over the tree, minion by minion: what a test host cannot have otherwise. The package from
+    the local apt repository; masters offline (no internet); staging's master and replica by address,
+    not by the company's names (a replica follows, so it has no offline mode of its own)."""
+    package = {"package": {"source": "repo", "version": version}}
+    pillars = {name: {"sentry": {**package, "server": {"offline_mode": True}}} for name in ENVIRONMENTS}
+    pillars["staging"]["sentry"]["nginx"] = {"replica_addresses": [addresses[REPLICA]]}
+    pillars[REPLICA] = {"sentry": {**package, "server": {"master_url": f"https://{addresses['staging']}"}}}
+    return {MINIONS[name]: pillar for name, pillar in pillars.items()}
 
 
 def master_overrides() -> dict:
     return yaml.safe_load((EXAMPLE / "master.d" / "sentry-environments.conf").read_text())
 
 
-def make_certificate(folder: Path, address: str) -> Path:
-    """A test CA and a certificate for ``address`` signed by it, made as the upstream test host makes its own
-    (support.upstream's MAKE_CERTIFICATES, in ``folder``/tls); that folder."""
-    made = MAKE_CERTIFICATES.format(root=folder, address=address, san=f"IP:{address}")
+def make_certificate(folder: Path, *addresses: str) -> Path:
+    """A test CA and a certificate for ``addresses`` signed by it, made as the upstream test host makes its
+    own (support.upstream's MAKE_CERTIFICATES, in ``folder``/tls); that folder."""
+    san = ",".join(f"IP:{address}" for address in addresses)
+    made = MAKE_CERTIFICATES.format(root=folder, address=addresses[0], san=san)
     subprocess.run(["sh", "-c", made], check=True)
     return folder / "tls"
+
+
+def tls_names(environment: str) -> dict:
+    """Where the environment's pillar puts its certificate and key (staging's files override prod's)."""
+    return {**example_pillar("prod")["nginx"]["tls"], **example_pillar(environment)["nginx"].get("tls", {})}
 
 
 def put_certificate(host: TestHost, folder: Path, tls: dict) -> None:
@@ -140,8 +157,15 @@ def apply_all(cluster: SaltCluster) -> dict[str, dict]:
     return cluster.apply("sentry-*", "sentry")
 
 
+def assert_applies_without_changes(cluster: SaltCluster) -> None:
+    again = apply_all(cluster)
+    for name, minion in MINIONS.items():
+        assert not failed(again[minion]) and changed(again[minion]) == {}, (name, changed(again[minion]))
+
+
 class Environments:
-    """The cluster, its three hosts (by environment), their addresses, the CAs of staging and prod."""
+    """The cluster, its hosts (by environment, and staging's replica), their addresses, the CAs of staging
+    (its master's and its replica's) and prod."""
 
     def __init__(self, cluster: SaltCluster, hosts: dict, addresses: dict, cas: dict, old: str, new: str) -> None:
         self.cluster, self.hosts, self.addresses, self.cas = cluster, hosts, addresses, cas
@@ -161,9 +185,11 @@ class Environments:
 
 @pytest.fixture(scope="module")
 def environments(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_factory):
-    """The example tree applied once to a host per environment, at the older version."""
+    """The example tree applied once to a host per environment, at the older version; then staging's replica
+    added, as an operator adds one to a running master."""
     old, new = deb_version(old_sentry_deb), deb_version(sentry_deb)
-    addresses = {environment: host_address(FIRST_HOST_NUMBER + n) for n, environment in enumerate(ENVIRONMENTS)}
+    addresses = {name: host_address(FIRST_HOST_NUMBER + n) for n, name in enumerate(MINIONS)}
+    pillars = host_only_pillar(old, addresses)
     with SaltCluster(
         salt_factories,
         tmp_path_factory.mktemp("env"),  # short: the master's socket paths lie below it
@@ -172,22 +198,30 @@ def environments(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_
         pillar_tree=EXAMPLE / "pillar",
         master_overrides=master_overrides(),
     ) as cluster:
-        added = cluster.add_minions({minion: host_only_pillar(old) for minion in MINIONS.values()})
+        added = cluster.add_minions({MINIONS[name]: pillars[MINIONS[name]] for name in ENVIRONMENTS})
         hosts = {environment: added[MINIONS[environment]] for environment in ENVIRONMENTS}
-        cas = {}
+        # A CA per environment with TLS; staging's one certificate names its master and its replica.
+        staging_addresses = (addresses["staging"], addresses[REPLICA])
+        made = {
+            "staging": make_certificate(tmp_path_factory.mktemp("tls-staging"), *staging_addresses),
+            "prod": make_certificate(tmp_path_factory.mktemp("tls-prod"), addresses["prod"]),
+        }
+        cas = {name: made[name] / "ca.pem" for name in made} | {REPLICA: made["staging"] / "ca.pem"}
         for environment, host in hosts.items():
             use_apt_repo(host, apt_repo)
-            if environment != "dev":
-                folder = tmp_path_factory.mktemp(f"tls-{environment}")
-                made = make_certificate(folder, addresses[environment])
-                cas[environment] = made / "ca.pem"
-                tls = {**example_pillar("prod")["nginx"]["tls"], **example_pillar(environment)["nginx"].get("tls", {})}
-                put_certificate(host, made, tls)
-        deployed = Environments(cluster, hosts, addresses, cas, old, new)
+            if environment in made:
+                put_certificate(host, made[environment], tls_names(environment))
         first = apply_all(cluster)
         for environment in ENVIRONMENTS:
             assert not failed(first[MINIONS[environment]]), (environment, failed(first[MINIONS[environment]]))
-        yield deployed
+
+        replica = cluster.add_minion(MINIONS[REPLICA], pillars[MINIONS[REPLICA]])
+        use_apt_repo(replica, apt_repo)
+        put_certificate(replica, made["staging"], tls_names("staging"))
+        trust_ca(replica, "example-corp-staging", cas["staging"].read_bytes())  # it reaches its master by HTTPS
+        added_replica = cluster.apply(MINIONS[REPLICA], "sentry")[MINIONS[REPLICA]]
+        assert not failed(added_replica), failed(added_replica)
+        yield Environments(cluster, {**hosts, REPLICA: replica}, addresses, cas, old, new)
 
 
 def test_one_apply_gives_each_environment_its_settings(environments):
@@ -224,10 +258,20 @@ def test_one_apply_gives_each_environment_its_settings(environments):
     assert mirrors["staging"] == example_pillar("staging")["mirror"]["url"]
     assert mirrors["prod"] == mirrors["dev"] == "https://pypi.org/simple/"
 
-    # Backups: prod and staging (as prod) schedule them, dev does not.
-    for environment in ENVIRONMENTS:
-        scheduled = hosts[environment].sh("ls /etc/cron.d").stdout.split()
-        assert any(name.startswith("sentry-backup-") for name in scheduled) == (environment != "dev"), scheduled
+    # Staging's replica: staging's settings (title, TLS with the same names), following staging's master.
+    replica = environments.outside(REPLICA)
+    assert example_pillar("staging")["theme"]["title"] in replica.page()
+    status = environments.call(REPLICA, "sentry_server.status")  # /+status is for the nodes alone
+    assert status["role"] == "replica" and status["master_url"] == f"https://{addresses['staging']}", status
+    assert replica.request("GET", "/ci/releases")[0] == 200  # staging's master made it; the replica has it
+
+    # Backups: prod and staging (as prod) schedule them; dev and the replica (its own file) do not.
+    for name, host in hosts.items():
+        scheduled = host.sh("ls /etc/cron.d").stdout.split()
+        assert any(entry.startswith("sentry-backup-") for entry in scheduled) == (name in ("staging", "prod")), (
+            name,
+            scheduled,
+        )
 
     # prod's replicas (no host of theirs here): their pillar as the master compiles it for such an id, prod's
     # file and then theirs.
@@ -238,12 +282,9 @@ def test_one_apply_gives_each_environment_its_settings(environments):
     assert replica["server"]["role"] == "standalone" and replica["server"]["secret"] == prod["server"]["secret"]
     assert replica["backup"]["enabled"] is False and replica["nginx"]["tls"] == prod["nginx"]["tls"], replica
 
-    again = apply_all(cluster)
-    for environment in ENVIRONMENTS:
-        minion = MINIONS[environment]
-        assert not failed(again[minion]) and changed(again[minion]) == {}, (environment, changed(again[minion]))
+    assert_applies_without_changes(cluster)
 
-    # A wrong key in staging's file: staging fails at render naming it; dev and prod apply as before.
+    # A wrong key in staging's file: staging's hosts fail at render naming it; dev and prod apply as before.
     staging_sls = cluster.pillar_root / "sentry" / "staging.sls"
     good = staging_sls.read_text()
     staging_sls.write_text(good + "  backup_typo: true\n")
@@ -253,16 +294,17 @@ def test_one_apply_gives_each_environment_its_settings(environments):
         staging_sls.write_text(good)
     returned = ran.data
     assert isinstance(returned, dict) and set(returned) == set(MINIONS.values()), ran.stdout + ran.stderr
-    staging_said = returned[MINIONS["staging"]]
-    assert isinstance(staging_said, list) and "sentry:backup_typo" in "\n".join(staging_said), staging_said
+    for name in ("staging", REPLICA):
+        said = returned[MINIONS[name]]
+        assert isinstance(said, list) and "sentry:backup_typo" in "\n".join(said), (name, said)
     for environment in ("dev", "prod"):
         states = returned[MINIONS[environment]]
         assert isinstance(states, dict) and not failed(states) and changed(states) == {}, (environment, states)
 
 
 def test_upgrading_staging_leaves_prod_and_dev_as_they_are(environments):
-    """The orchestration upgrades the master its pillar names (staging's) and nothing else; with staging's
-    version then set in its pillar, as an operator does, an apply of all three changes nothing."""
+    """The orchestration upgrades the master and replica its pillar names (staging's) and nothing else;
+    with staging's version then set in its pillar, as an operator does, an apply of all changes nothing."""
     cluster, old, new = environments.cluster, environments.old, environments.new
     untouched = ("dev", "prod")
     before = {
@@ -271,11 +313,20 @@ def test_upgrading_staging_leaves_prod_and_dev_as_they_are(environments):
     }
     ran = cluster.orchestrate(
         "sentry.upgrade",
-        pillar={"sentry": {"upgrade": {"version": new, "master": MINIONS["staging"], "refresh": False}}},
+        pillar={
+            "sentry": {
+                "upgrade": {
+                    "version": new,
+                    "master": MINIONS["staging"],
+                    "replicas": MINIONS[REPLICA],
+                    "refresh": False,
+                }
+            }
+        },
     )
     assert ran.returncode == 0, ran.stdout[-6000:] + ran.stderr[-2000:]
-    versions = {environment: environments.call(environment, "pkg.version", "sentry") for environment in ENVIRONMENTS}
-    assert versions == {"dev": old, "staging": new, "prod": old}, versions
+    versions = {name: environments.call(name, "pkg.version", "sentry") for name in MINIONS}
+    assert versions == {"dev": old, "staging": new, "prod": old, REPLICA: new}, versions
     for environment in untouched:
         after = (environments.server_pid(environment), environments.call(environment, "sentry_health.brief"))
         assert after == before[environment], environment
@@ -287,9 +338,18 @@ def test_upgrading_staging_leaves_prod_and_dev_as_they_are(environments):
         == (example_pillar("staging")["mirror"]["url"])
     )
     assert staging.request("GET", "/ci/releases")[0] == 200
+    # Its replica follows it again, on the newer version: an index made after the upgrade reaches it.
+    root = staging.login("root", example_pillar("staging")["server"]["root_password"])
+    assert staging.request("PUT", "/root/after-upgrade", {"bases": []}, auth=root)[0] == 200
+    replica_address = environments.addresses[REPLICA]
+    environments.hosts[REPLICA].wait_for(f"curl -sf -o /dev/null https://{replica_address}/root/after-upgrade")
+    status = environments.call(REPLICA, "sentry_server.status")
+    assert (
+        status["role"] == "replica"
+        and status["master_uuid"] == environments.call("staging", "sentry_server.status")["uuid"]
+    )
 
-    cluster.set_pillar(MINIONS["staging"], host_only_pillar(new))
-    again = apply_all(cluster)
-    for environment in ENVIRONMENTS:
-        minion = MINIONS[environment]
-        assert not failed(again[minion]) and changed(again[minion]) == {}, (environment, changed(again[minion]))
+    upgraded = host_only_pillar(new, environments.addresses)
+    for name in ("staging", REPLICA):
+        cluster.set_pillar(MINIONS[name], upgraded[MINIONS[name]])
+    assert_applies_without_changes(cluster)

@@ -16,6 +16,9 @@ base:
   prod:
     - match: nodegroup
     - sentry.prod
+  staging-replicas:
+    - match: nodegroup
+    - sentry.staging_replica
   prod-replicas:
     - match: nodegroup
     - sentry.prod_replica

@@ -261,12 +261,16 @@ class LogTail:
 LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
 
 
-def trust_upstream_ca(host: TestHost, upstream: Upstream) -> None:
-    """Add the upstream's CA to Debian's CA store of ``host``, as an operator adds a company CA."""
-    ca_file = host.path(f"{LOCAL_CA_DIR}/sentry-test-upstream-{upstream.address}.crt")
+def trust_ca(host: TestHost, name: str, ca_pem: bytes) -> None:
+    """Add a CA to Debian's CA store of ``host``, as an operator adds a company CA."""
+    ca_file = host.path(f"{LOCAL_CA_DIR}/{name}.crt")
     ca_file.parent.mkdir(parents=True, exist_ok=True)
-    ca_file.write_bytes(upstream.ca_pem)
+    ca_file.write_bytes(ca_pem)
     host.run(["update-ca-certificates"])
+
+
+def trust_upstream_ca(host: TestHost, upstream: Upstream) -> None:
+    trust_ca(host, f"sentry-test-upstream-{upstream.address}", upstream.ca_pem)
 
 
 TINYPROXY_CONF = """\

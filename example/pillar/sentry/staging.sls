@@ -6,7 +6,8 @@ sentry:
     secret: change-me-staging-replication-secret
   nginx:
     server_name: pypi-staging.example.org
-    replica_addresses: []
+    replica_addresses:
+      - 10.0.30.0/24
     tls:
       cert: /etc/ssl/certs/pypi-staging.example.org.pem
       key: /etc/ssl/private/pypi-staging.example.org.key
