@@ -193,6 +193,16 @@ CASES = [
     ),
     Case("unknown-top-level-key", "unknown key sentry:pakage", {"pakage": {"source": "deb"}}),
     Case(
+        "body-size-not-nginx-syntax",
+        "sentry:nginx:client_max_body_size must be a size in nginx's syntax",
+        {"nginx": {"client_max_body_size": "100 MB"}},
+    ),
+    Case(
+        "cache-index-not-an-index-name",
+        "sentry:nginx:cache:indexes: each is an index name user/index",
+        {"nginx": {"cache": {"indexes": ["pypi"]}}},
+    ),
+    Case(
         "nginx-port-used-by-another-site",
         f"sentry:nginx:port 80 is already used by {OTHER_SITE}",
         {},  # the good pillar: the other site, made before the snapshot, is the bad input

@@ -32,7 +32,15 @@ from support.hosts import BRIDGE_ADDRESS, BRIDGE_PREFIX, TestHost, host_address
 from support.masterless import MasterlessSalt, StateRun
 from support.paths import REPO
 from support.upstream import ROOT as UPSTREAM_ROOT
-from support.upstream import SIMPLE_JSON, ForwardProxy, LogTail, Upstream, trust_upstream_ca, upstream_wheels
+from support.upstream import (
+    SIMPLE_JSON,
+    ForwardProxy,
+    LogTail,
+    Upstream,
+    server_requests,
+    trust_upstream_ca,
+    upstream_wheels,
+)
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -150,11 +158,6 @@ def answer(host: TestHost, url: str, *headers: str) -> tuple[int, float, str]:
     )
     status, seconds = completed.stdout.split()
     return int(status), float(seconds), host.path("/tmp/answer").read_text(errors="replace")
-
-
-def server_requests(log_text: str) -> list[str]:
-    """The request lines the server logged ('[req12] GET /root/pypi/+simple/six/')."""
-    return re.findall(r"\[req\d+\] (?:GET|HEAD|POST|PUT|PATCH|DELETE) \S+", log_text)
 
 
 @pytest.fixture(scope="module")

@@ -24,3 +24,9 @@ sentry-front-reloaded:
     - onchanges:
       - file: sentry-front-site-enabled-absent
       - file: sentry-nginx-default-site-restored
+
+sentry-front-page-cache-absent:
+  file.absent:
+    - name: {{ nginx.cache.dir }}/{{ front.site }}
+    - require:
+      - cmd: sentry-front-reloaded

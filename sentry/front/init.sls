@@ -28,6 +28,21 @@ sentry-front-site-file:
     - mode: "0640"
     - require:
       - pkg: sentry-front-nginx-package
+{%- if nginx.cache.enabled %}
+
+{#- Where nginx keeps mirror pages (sentry:nginx:cache): its workers write there. #}
+sentry-front-page-cache:
+  file.directory:
+    - name: {{ nginx.cache.dir }}/{{ front.site }}
+    - user: www-data
+    - group: root
+    - mode: "0700"
+    - makedirs: true
+    - require:
+      - pkg: sentry-front-nginx-package
+    - require_in:
+      - cmd: sentry-front-config-valid
+{%- endif %}
 
 sentry-front-site-enabled:
   file.symlink:

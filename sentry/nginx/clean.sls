@@ -17,6 +17,12 @@ sentry-nginx-site-file-absent:
   file.absent:
     - name: {{ nginx.sites_available }}/{{ nginx.site }}.conf
 
+sentry-nginx-page-cache-absent:
+  file.absent:
+    - name: {{ nginx.cache.dir }}/{{ nginx.site }}
+    - require:
+      - cmd: sentry-nginx-reloaded
+
 sentry-nginx-reloaded:
   cmd.run:
     - name: nginx -t -q && nginx -s reload

@@ -64,6 +64,21 @@ sentry-nginx-site-file:
     - require:
       - pkg: sentry-nginx-package
       - group: sentry-user-group
+{%- if nginx.cache.enabled %}
+
+{#- Where nginx keeps mirror pages (sentry:nginx:cache): its workers write there. #}
+sentry-nginx-page-cache:
+  file.directory:
+    - name: {{ nginx.cache.dir }}/{{ nginx.site }}
+    - user: www-data
+    - group: root
+    - mode: "0700"
+    - makedirs: true
+    - require:
+      - pkg: sentry-nginx-package
+    - require_in:
+      - cmd: sentry-nginx-config-valid
+{%- endif %}
 
 sentry-nginx-site-enabled:
   file.symlink:

@@ -52,6 +52,7 @@ MODULE_SECONDS = {
     "test_formula_master.py": 35,
     "test_environments.py": 150,
     "test_fleet.py": 240,
+    "test_cache.py": 60,
     "test_secrets.py": 30,
     "test_apt_repo.py": 20,
     "test_docs.py": 5,

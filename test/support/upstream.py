@@ -258,6 +258,11 @@ class LogTail:
             return log.read().decode(errors="replace")
 
 
+def server_requests(log_text: str) -> list[str]:
+    """The request lines the server logged ('GET /root/pypi/+simple/six/' of '[req12] GET ...')."""
+    return re.findall(r"\[req\d+\] ((?:GET|HEAD|POST|PUT|PATCH|DELETE) \S+)", log_text)
+
+
 LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
 
 

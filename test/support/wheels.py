@@ -13,27 +13,33 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest.decode()}"
 
 
-def make_wheel(directory: Path, name: str, version: str, payload: str = "") -> Path:
+def make_wheel(directory: Path, name: str, version: str, payload: str = "", data: bytes = b"") -> Path:
     """Write ``name-version-py3-none-any.whl`` with one module and return its path.
 
-    ``payload`` goes into the module so that different wheels differ in bytes.
+    ``payload`` goes into the module so that different wheels differ in bytes;
+    ``data`` into a file beside it, stored as it is (a wheel of a given size).
     """
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
     files = {
-        f"{module}/__init__.py": f'VERSION = "{version}"\nPAYLOAD = {payload!r}\n',
+        f"{module}/__init__.py": f'VERSION = "{version}"\nPAYLOAD = {payload!r}\n'.encode(),
         f"{dist_info}/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: sentry test wheel\n"
+        ).encode(),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: sentry-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
-        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: sentry-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
-    record_lines = [f"{path},{_record_hash(text.encode())},{len(text.encode())}" for path, text in files.items()]
+    if data:
+        files[f"{module}/data.bin"] = data
+    record_lines = [f"{path},{_record_hash(content)},{len(content)}" for path, content in files.items()]
     record_lines.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = "\n".join(record_lines) + "\n"
+    files[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
     wheel = Path(directory) / f"{module}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path, text in files.items():
+        for path, content in files.items():
             info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            archive.writestr(info, text)
+            stored = path.endswith(".bin")  # random bytes: deflating gains nothing
+            archive.writestr(info, content, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     return wheel
