@@ -214,7 +214,12 @@ def test_uploads_up_to_the_configured_size(exposed, tmp_path):
 
     limited = exposed.apply(pillar(exposed.deb, client_max_body_size="1M"))
     try:
-        assert set(limited.changed) == NGINX_STATES
+        # nginx's limit, and the server's the same (it restarts with it).
+        assert set(limited.changed) == NGINX_STATES | {
+            "sentry-supervisor-program-file",
+            "sentry-supervisor-program-running",
+        }
+        assert f"--max-request-body-size {1024 * 1024}" in exposed.host.run(["ps", "-eo", "args"]).stdout
         above = make_wheel(tmp_path, "exposure-big", "2.0", payload=payload)
         refused = upload(exposed, above)
         assert refused.returncode != 0
