@@ -273,6 +273,10 @@ class SaltCluster:
                 }
             )
         )
+        self._run_minion_daemon(host, minion_id)
+
+    def _run_minion_daemon(self, host: TestHost, minion_id: str) -> None:
+        """salt-minion as a daemon in ``host``, from the venv of the Salt release this minion runs."""
         salt_minion = self.minion_venvs.get(minion_id, REPO / ".venv") / "bin" / "salt-minion"
         host.sh(f"setsid {salt_minion} -c {MINION_CONF} -d </dev/null >/dev/null 2>&1", timeout=60)
 
@@ -294,8 +298,7 @@ class SaltCluster:
         pid = int(host.path(f"{MINION_ROOT}/var/run/salt-minion.pid").read_text())
         host.run(["kill", str(pid)])
         host.wait_for(f"! kill -0 {pid} 2>/dev/null", timeout=timeout)
-        salt_minion = self.minion_venvs.get(minion_id, REPO / ".venv") / "bin" / "salt-minion"
-        host.sh(f"setsid {salt_minion} -c {MINION_CONF} -d </dev/null >/dev/null 2>&1", timeout=60)
+        self._run_minion_daemon(host, minion_id)
         self._wait_for_minion(minion_id, timeout)
 
     def minion_log(self, minion_id: str) -> str:
