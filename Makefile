@@ -1,7 +1,7 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 
-.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front
+.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front bench-storm
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -42,9 +42,13 @@ bench:           ## benchmarks: ratios measured in one run, printed, never asser
 	.venv/bin/python test/bench/bench_mirror.py
 	.venv/bin/pytest -p no:cacheprovider -s test/bench/bench_fleet.py
 	.venv/bin/python test/bench/bench_front.py
+	.venv/bin/python test/bench/bench_storm.py
 
 bench-front:     ## pages and a release file under 20 clients: nginx, front, devpi's nginx profile, bare server (~5 min)
 	script/bootstrap test && .venv/bin/python test/bench/bench_front.py
+
+bench-storm:     ## 30 pip installs at once of 20 packages through the front (master, 2 replicas) vs one alone (~10 min)
+	script/bootstrap test && .venv/bin/python test/bench/bench_storm.py
 
 bench-upgrade:   ## write window in place and by export, 1,000 and 10,000 files; growth; export / bare (~40 min first)
 	script/bootstrap test && .venv/bin/python test/bench/bench_upgrade.py

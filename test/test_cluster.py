@@ -5,13 +5,16 @@ master node and the replica nodes get ``sentry`` from the local apt repository
 (support/aptrepo.py), the front gets ``sentry.front``. Replicas follow the master
 through the master node's nginx. A wheel uploaded through the front reaches
 both replicas, installs through the front, and still downloads through it while
-the master node's nginx is stopped.
+the master node's nginx is stopped. The front reads release files from every
+node in sync and private pages from the master; a replica whose server stops
+loses its in-sync flag and gets none of the front's reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from support.cluster_deployment import (
 )
 from support.debs import deb_version
 from support.hosts import TestHost
+from support.upstream import LogTail
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -38,6 +42,8 @@ pytestmark = pytest.mark.slow
 SERVERDIR = "/var/lib/sentry/data"
 WHEEL_NAME, WHEEL_VERSION = "cluster-probe", "1.0"
 REPLICATION_TIMEOUT = 90
+IN_SYNC_FLAG = "/var/lib/sentry/sentry-server.in-sync"  # a replica's watcher keeps it while in sync
+NGINX_LOG = "/var/log/nginx/access.log"
 
 
 class Deployed:
@@ -126,6 +132,58 @@ def test_pip_installs_it_through_the_front(deployed, uploaded):
         front, f"{deployed.front_url}/alice/dev/+simple/", f"{WHEEL_NAME}=={WHEEL_VERSION}", "/tmp/cluster-site"
     )
     assert front.path("/tmp/cluster-site/cluster_probe/__init__.py").exists()
+
+
+def front_requests(log: LogTail, front_address: str, path: str) -> list[int]:
+    """The statuses a node's nginx gave the front's requests for ``path`` since ``log`` was made."""
+    pattern = rf'^{re.escape(front_address)} .*"GET {re.escape(path)} HTTP/[0-9.]+" (\d+) '
+    return [int(status) for status in re.findall(pattern, log.new(), re.MULTILINE)]
+
+
+def fetch_many(deployed: Deployed, path: str, times: int) -> None:
+    """``times`` GETs through the front, one after the other; each must succeed."""
+    deployed.hosts[FRONT].sh(
+        f"for n in $(seq {times}); do curl -fsS --max-time 30 -o /dev/null {deployed.front_url}{path} || exit 1; done"
+    )
+
+
+def test_files_are_read_from_every_node_in_sync_private_pages_from_the_master(deployed, uploaded):
+    for replica in REPLICAS:  # each replica's watcher says it has what the master has
+        deployed.hosts[replica].wait_for(f"test -f {IN_SYNC_FLAG}", timeout=REPLICATION_TIMEOUT)
+    assert (
+        "ERROR (no such process)"
+        in deployed.hosts[PRIMARY].sh("supervisorctl status sentry-server-in-sync", check=False).stdout
+    )  # the master has no watcher
+    front_address = deployed.hosts[FRONT].address
+    page = f"/alice/dev/+simple/{WHEEL_NAME}/"
+    logs = {node: LogTail(deployed.hosts[node], NGINX_LOG) for node in NODES}
+    fetch_many(deployed, uploaded, 30)
+    fetch_many(deployed, page, 10)
+    files = {node: front_requests(logs[node], front_address, uploaded) for node in NODES}
+    pages = {node: front_requests(logs[node], front_address, page) for node in NODES}
+    assert all(statuses and set(statuses) == {200} for statuses in files.values()), files
+    assert sum(len(statuses) for statuses in files.values()) == 30, files
+    assert pages[PRIMARY] == [200] * 10 and not any(pages[replica] for replica in REPLICAS), pages
+
+
+def test_a_replica_out_of_sync_gets_none_of_the_fronts_reads(deployed, uploaded):
+    host = deployed.hosts[REPLICAS[0]]
+    host.wait_for(f"test -f {IN_SYNC_FLAG}", timeout=REPLICATION_TIMEOUT)
+    host.run(["supervisorctl", "stop", "sentry-server"])
+    try:
+        host.wait_for(f"! test -f {IN_SYNC_FLAG}", timeout=30)  # its watcher saw it go
+        log = LogTail(host, NGINX_LOG)
+        fetch_many(deployed, uploaded, 20)  # none fails: the front asks another node
+        statuses = front_requests(log, deployed.hosts[FRONT].address, uploaded)
+        assert 200 not in statuses and set(statuses) <= {503}, statuses
+        # Other clients still get what its nginx has on disk.
+        direct = deployed.hosts[FRONT].run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://{host.address}{uploaded}"]
+        )
+        assert direct.stdout == "200", direct.stdout
+    finally:
+        host.run(["supervisorctl", "start", "sentry-server"])
+    host.wait_for(f"test -f {IN_SYNC_FLAG}", timeout=REPLICATION_TIMEOUT)
 
 
 def test_reads_go_to_a_replica_while_the_master_nginx_is_stopped(deployed, uploaded, probe_wheel):

@@ -8,6 +8,25 @@ sentry-supervisor-program-absent:
     - conf_file: {{ sentry.supervisor.confdir }}/{{ sentry.server.program }}.conf
     - socket_path: {{ sentry.supervisor.socket }}
 
+sentry-supervisor-in-sync-absent:
+  sentry_program.absent:
+    - name: {{ sentry.derived.in_sync.program }}
+    - conf_file: {{ sentry.derived.in_sync.conf_file }}
+    - socket_path: {{ sentry.supervisor.socket }}
+
+sentry-supervisor-in-sync-flag-absent:
+  file.absent:
+    - name: {{ sentry.derived.in_sync.flag }}
+    - require:
+      - sentry_program: sentry-supervisor-in-sync-absent
+
+{#- Shared by a host's replicas: one still running keeps its copy in memory until its next apply. #}
+sentry-supervisor-in-sync-script-absent:
+  file.absent:
+    - name: {{ sentry.derived.in_sync.script }}
+    - require:
+      - sentry_program: sentry-supervisor-in-sync-absent
+
 sentry-supervisor-instance-settings-absent:
   file.absent:
     - name: /etc/sentry/instances/{{ sentry.server.program }}.json

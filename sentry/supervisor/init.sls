@@ -88,3 +88,54 @@ sentry-supervisor-program-running:
 {%- if sentry.theme.enabled %}
       - file: sentry-theme-files
 {%- endif %}
+
+{#- On a replica: a watcher keeps a flag while it has what its master has; its nginx refuses
+    sentry.front's reads without it (the front then reads from another node). #}
+{%- set in_sync = sentry.derived.in_sync %}
+{%- if sentry.server.master_url %}
+sentry-supervisor-in-sync-script:
+  file.managed:
+    - name: {{ in_sync.script }}
+    - source: salt://{{ tplroot }}/files/default/sentry-in-sync.py
+    - makedirs: true
+    - user: root
+    - group: root
+    - mode: "0755"
+
+sentry-supervisor-in-sync-file:
+  file.managed:
+    - name: {{ in_sync.conf_file }}
+    - source: {{ sentry.derived.sources["supervisor-in-sync.conf.jinja"] | json }}
+    - template: jinja
+    - context:
+        sentry: {{ template_context | json }}
+    - user: root
+    - group: {{ sentry.user.group }}
+    - mode: "0640"
+    - show_changes: {{ not conf_has_secrets }}
+    - require:
+      - pkg: sentry-supervisor-package
+      - group: sentry-user-group
+
+sentry-supervisor-in-sync-running:
+  sentry_program.running:
+    - name: {{ in_sync.program }}
+    - conf_file: {{ in_sync.conf_file }}
+    - socket_path: {{ supervisor.socket }}
+    - require:
+      - sentry_service: sentry-supervisor-service
+      - file: sentry-server-logdir
+    - watch:
+      - file: sentry-supervisor-in-sync-script
+      - file: sentry-supervisor-in-sync-file
+{%- else %}
+sentry-supervisor-in-sync-absent:
+  sentry_program.absent:
+    - name: {{ in_sync.program }}
+    - conf_file: {{ in_sync.conf_file }}
+    - socket_path: {{ supervisor.socket }}
+
+sentry-supervisor-in-sync-flag-absent:
+  file.absent:
+    - name: {{ in_sync.flag }}
+{%- endif %}
