@@ -12,6 +12,7 @@ spec = importlib.util.spec_from_file_location("sentry_in_sync", SCRIPT)
 in_sync_script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(in_sync_script)
 
+NOW = 1700000100.0
 MASTER = {"role": "MASTER", "uuid": "m1", "serial": 40}
 SYNCED = {"role": "REPLICA", "primary-uuid": "m1", "serial": 40, "replica-in-sync-at": 1700000000.0}
 
@@ -21,7 +22,9 @@ SYNCED = {"role": "REPLICA", "primary-uuid": "m1", "serial": 40, "replica-in-syn
     [
         (SYNCED, MASTER, True),
         ({**SYNCED, "serial": 41}, MASTER, True),  # the master moved on between the two asks
-        ({**SYNCED, "serial": 39}, MASTER, False),  # behind
+        ({**SYNCED, "serial": 39}, MASTER, False),  # behind since long ago
+        ({**SYNCED, "serial": 39, "replica-metadata-in-sync-at": NOW - 2}, MASTER, True),  # under writes
+        ({**SYNCED, "serial": 39, "replica-metadata-in-sync-at": NOW - 60}, MASTER, False),  # stuck
         ({**SYNCED, "primary-uuid": "old"}, MASTER, False),  # follows another master (the one before an import)
         ({**SYNCED, "replica-in-sync-at": None}, MASTER, False),  # first sync not finished
         ({**SYNCED, "primary-uuid": None, "master-uuid": "m1"}, MASTER, True),  # older servers' key
@@ -32,7 +35,7 @@ SYNCED = {"role": "REPLICA", "primary-uuid": "m1", "serial": 40, "replica-in-syn
     ],
 )
 def test_verdict(replica, master, expected):
-    assert in_sync_script.in_sync(replica, master) is expected
+    assert in_sync_script.in_sync(replica, master, now=NOW) is expected
 
 
 def test_flag_comes_and_goes_only_on_a_change(tmp_path):

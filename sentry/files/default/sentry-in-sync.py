@@ -4,7 +4,9 @@
 
 Every INTERVAL seconds (default 1) it asks the replica's /+status and its
 master's. In sync: the replica answers, has finished its first sync, follows
-the master it answers for (same uuid) and has reached the master's serial.
+the master it answers for (same uuid) and has reached the master's serial, or
+was at it within the last CAUGHT_UP_WITHIN seconds (steady writes keep it a
+change or two behind between two asks).
 A master that does not answer leaves the verdict to the replica alone: it
 has the last data there is, and the front needs it while the master is out.
 The flag file is made or removed only when the verdict changes; the node's
@@ -22,6 +24,7 @@ import time
 import urllib.request
 
 TIMEOUT = 5
+CAUGHT_UP_WITHIN = 5  # seconds
 
 
 def status(url: str) -> dict | None:
@@ -34,14 +37,20 @@ def status(url: str) -> dict | None:
         return None
 
 
-def in_sync(replica: dict | None, master: dict | None) -> bool:
+def in_sync(replica: dict | None, master: dict | None, now: float | None = None) -> bool:
     """Whether reads may go to the replica: see the module's docstring."""
     if not replica or replica.get("role", "").upper() != "REPLICA" or replica.get("replica-in-sync-at") is None:
         return False
     if not master:
         return True
-    follows = (replica.get("primary-uuid") or replica.get("master-uuid")) == master.get("uuid")
-    return follows and replica.get("serial", -1) >= master.get("serial", 0)
+    if (replica.get("primary-uuid") or replica.get("master-uuid")) != master.get("uuid"):
+        return False
+    if replica.get("serial", -1) >= master.get("serial", 0):
+        return True
+    # Under steady writes it trails by a change or two between two asks: it is in sync if it was
+    # at its master's serial a moment ago.
+    caught_up_at = replica.get("replica-metadata-in-sync-at") or replica["replica-in-sync-at"]
+    return (time.time() if now is None else now) - caught_up_at <= CAUGHT_UP_WITHIN
 
 
 def set_flag(flag: str, wanted: bool) -> None:
