@@ -82,13 +82,10 @@ class Answer:
 def fetch(host: TestHost, url: str, *headers: str, method: str = "GET") -> Answer:
     """One request from inside the host, with curl (no proxy, no credentials unless given)."""
     options = [option for header in headers for option in ("-H", header)]
-    completed = host.run(
-        ["curl", "-sS", "--noproxy", "*", "-X", method, "-D", "/tmp/headers", "-o", "/tmp/body", *options, url]
-    )
+    host.run(["curl", "-sS", "--noproxy", "*", "-X", method, "-D", "/tmp/headers", "-o", "/tmp/body", *options, url])
     lines = host.path("/tmp/headers").read_text().splitlines()
     status = int(lines[0].split()[1])
     pairs = [line.split(":", 1) for line in lines[1:] if ":" in line]
-    assert completed.returncode == 0
     body = host.path("/tmp/body").read_text(errors="replace")
     return Answer(status, {key.strip().lower(): value.strip() for key, value in pairs}, body)
 

@@ -11,8 +11,8 @@ A master that does not answer leaves the verdict to the replica alone: it
 has the last data there is, and the front needs it while the master is out.
 The flag file is made or removed only when the verdict changes; the node's
 nginx refuses the front's reads (503, the front tries the next node) while it
-is missing. Run by supervisor (sentry.supervisor) with the server's own
-Python; the standard library only.
+is missing. Run by supervisor (sentry.supervisor) with Debian's python3;
+the standard library only.
 """
 
 from __future__ import annotations
