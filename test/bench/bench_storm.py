@@ -11,7 +11,8 @@ master, port 8081 serves the nginx site devpi-gen-config writes for it
 Each install is pip in the client (no local configuration, --no-cache-dir,
 into a folder of its own) of the 20 projects from ci/dev. First one install
 warms the mirror (its time is the first fetch from the upstream), then, for
-the front and for devpi's nginx: one install alone, then 30 at once. Prints
+the front, for the master's own nginx (no front) and for devpi's nginx: one
+install alone, then 30 at once. Prints
 the wall times, the failed installs, storm / alone, and how many requests for
 release files and pages each node's nginx answered during the storm through
 the front. Asserts nothing (goal: 0 failures).
@@ -47,6 +48,7 @@ FIRST_NUMBER = 130  # 130-135: upstream, master, two replicas, front, client
 NAMES = ("up", "master", "replica1", "replica2", "front", "client")
 DEVPI_PORT = 8081
 NGINX_LOG = "/var/log/nginx/access.log"
+VIA_FRONT, VIA_NGINX, VIA_DEVPI = "sentry's front", "sentry's nginx", "devpi's nginx"
 
 
 def storm(client: TestHost, index_url: str, projects: list[str], clients: int) -> tuple[float, int]:
@@ -61,6 +63,13 @@ def storm(client: TestHost, index_url: str, projects: list[str], clients: int) -
     started = time.monotonic()
     ran = client.sh(f"{installs} wait", timeout=1800)
     return time.monotonic() - started, ran.stdout.count("failed")
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """This machine's busy and total CPU ticks so far (/proc/stat: the test hosts share its CPUs)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def node_requests(log: LogTail) -> tuple[int, int]:
@@ -131,22 +140,39 @@ def main() -> int:
             front_url = f"http://{address['front']}/ci/dev/+simple/"
             devpi_url = f"http://{address['master']}:{DEVPI_PORT}/ci/dev/+simple/"
             first, failed = storm(client, front_url, projects, 1)
+            print(f"\nall six hosts share this machine's {os.cpu_count()} CPUs")
             print(
-                f"\n{args.projects} projects, first install (the mirror fetches the upstream): {first:.1f} s"
+                f"{args.projects} projects, first install (the mirror fetches the upstream): {first:.1f} s"
                 f"{', FAILED' if failed else ''}"
             )
             print(
                 f"\n{'via':16} {'one alone s':>12} {f'{args.clients} at once s':>14} {'failed':>7} {'storm/alone':>12}"
+                f" {'CPU busy %':>9}"
             )
-            for name, url in (("sentry's front", front_url), ("devpi's nginx", devpi_url)):
+            storms: dict[str, float] = {}
+            master_url = f"http://{address['master']}/ci/dev/+simple/"
+            for name, url in (
+                (VIA_FRONT, front_url),
+                (VIA_NGINX, master_url),
+                (VIA_DEVPI, devpi_url),
+            ):
                 alone, failed_alone = storm(client, url, projects, 1)
                 logs = {node: LogTail(hosts[node], NGINX_LOG) for node in ("master", "replica1", "replica2")}
+                busy_before, total_before = cpu_ticks()
                 at_once, failed_storm = storm(client, url, projects, args.clients)
+                busy_after, total_after = cpu_ticks()
+                busy = 100 * (busy_after - busy_before) / max(total_after - total_before, 1)
+                storms[name] = at_once
                 print(
                     f"{name:16} {alone:12.1f} {at_once:14.1f} {failed_alone + failed_storm:7d} {at_once / alone:12.2f}"
+                    f" {busy:9.0f}"
                 )
-                if name == "sentry's front":
+                if name == VIA_FRONT:
                     spread = {node: node_requests(log) for node, log in logs.items()}
+            print(
+                f"\nthe storm's time, {VIA_FRONT} / {VIA_DEVPI}: {storms[VIA_FRONT] / storms[VIA_DEVPI]:.2f},"
+                f" {VIA_NGINX} / {VIA_DEVPI}: {storms[VIA_NGINX] / storms[VIA_DEVPI]:.2f}"
+            )
             print("\nduring the storm through the front, requests each node's nginx answered (files, pages):")
             for node, (files, pages) in spread.items():
                 print(f"  {node:9} {files:6d} {pages:6d}")
