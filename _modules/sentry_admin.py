@@ -144,7 +144,8 @@ def user_get(name: str, url: str | None = None, instance: str | None = None) -> 
 
 def user_password_matches(name: str, password: str, url: str | None = None, instance: str | None = None) -> bool:
     """
-    Whether ``password`` logs ``name`` in (how a password is compared without reading it back).
+    Whether ``password`` logs ``name`` in (how a password is compared without reading it back):
+    True, False when the server refuses it (401, 403); any other answer raises.
 
     CLI Example:
 
@@ -153,7 +154,10 @@ def user_password_matches(name: str, password: str, url: str | None = None, inst
         salt '*' sentry_admin.user_password_matches alice '...'
         salt '*' sentry_admin.user_password_matches alice '...' instance=sentry-b
     """
-    code, _body = _request("POST", f"{_base(url, instance)}/+login", {"user": name, "password": password})
+    base = _base(url, instance)
+    code, body = _request("POST", f"{base}/+login", {"user": name, "password": password})
+    if code not in (200, 401, 403):
+        raise CommandExecutionError(f"login as {name} at {base} answered {code}: {body.get('message', body)}")
     return code == 200
 
 

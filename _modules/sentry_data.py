@@ -124,6 +124,49 @@ def gen_secret(path: str, user: str = "sentry") -> dict:
     return {"path": path, "created": True}
 
 
+def set_password(name: str, password: str, instance: str | None = None) -> dict:
+    """
+    Set ``name``'s password straight in the instance's serverdir, with
+    devpi-passwd: for root, whose password no one can change over the API once
+    pillar holds a new one (changing it there needs the old one).
+
+    devpi-passwd writes the server's database, which the running server does
+    not share with another process: the instance's program is stopped
+    meanwhile (nginx still serves release files from disk) and started again
+    if it was running. The password reaches devpi-passwd on stdin, in a session
+    of its own (no terminal for getpass to prefer). On a master only: replicas
+    copy it from their master. Returns the user and the seconds the server was
+    stopped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.set_password root password='...'
+    """
+    config = _settings(instance)
+    if config["master_url"]:
+        raise CommandExecutionError(
+            f"{config['program']} is a replica of {config['master_url']}: set the password on its master"
+        )
+    if not password:
+        raise CommandExecutionError(f"no password given for {name}")
+    if not is_initialised(config["serverdir"]):
+        raise CommandExecutionError(f"{config['serverdir']} holds no initialised server")
+    started = time.monotonic()
+    was_running = _stop_if_own(config, config["serverdir"], True)
+    try:
+        _run_as(
+            config["user"],
+            ["setsid", "--wait", os.path.join(VENV_BIN, "devpi-passwd"), "--serverdir", config["serverdir"], name],
+            stdin=f"{password}\n{password}\n",
+        )
+    finally:
+        if was_running:  # back in service, and settled for the states after this, when this returns
+            __salt__["sentry_server.start"](config["program"], settled=True)
+    return {"user": name, "set": True, "seconds_stopped": round(time.monotonic() - started, 2) if was_running else 0}
+
+
 def read_export(path: str) -> dict:
     """
     The export's index at ``path``: its users, indexes and their files.

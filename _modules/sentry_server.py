@@ -145,11 +145,13 @@ def stop(instance: str | None = None) -> bool:
     return was_running
 
 
-def start(instance: str | None = None, timeout: float | None = None) -> dict:
+def start(instance: str | None = None, timeout: float | None = None, settled: bool = False) -> dict:
     """
     Start the instance's supervisor program; its status() once it answers
     (within ``timeout`` seconds, default supervisor:ready_timeout). A program
-    that dies meanwhile fails at once with its last output.
+    that dies meanwhile fails at once with its last output. With ``settled``,
+    also wait until supervisor calls it RUNNING (its startsecs have passed), so
+    that a state run right after finds nothing to do.
 
     CLI Example:
 
@@ -164,9 +166,11 @@ def start(instance: str | None = None, timeout: float | None = None) -> dict:
     except xmlrpc.client.Error as exc:
         raise CommandExecutionError(f"supervisor could not start {program}: {exc}") from None
     status_of = __utils__["sentry_api.status"]  # looked up here: inside a util, __utils__ is not there
-    return __utils__["sentry_supervisor.wait_until_answers"](
-        api, program, lambda: status_of(config["url"]), timeout or config["ready_timeout"]
-    )
+    timeout = timeout or config["ready_timeout"]
+    status = __utils__["sentry_supervisor.wait_until_answers"](api, program, lambda: status_of(config["url"]), timeout)
+    if settled:
+        __utils__["sentry_supervisor.wait_until_running"](api, program, timeout)
+    return status
 
 
 def _sharing_and_running(config: dict) -> list[str]:

@@ -22,6 +22,7 @@ __virtualname__ = "sentry_index"
 
 ROOT_PILLAR = "sentry:server:root_password"  # where root's password is read from
 PLANNED_STARTS = "sentry_program.planned_starts"  # in __context__: programs a dry run would (re)start
+ROOT_PLANNED = "sentry_user.root_password_planned"  # in __context__: a dry run would set root's password first
 
 
 def __virtual__():
@@ -42,7 +43,9 @@ def _root_password(pillar_key: str) -> str | None:
 
 
 def _check_root(root_password_pillar: str, url: str | None) -> None:
-    __utils__["sentry_state.check_root"](_root_password(root_password_pillar), root_password_pillar, url)
+    __utils__["sentry_state.check_root"](
+        _root_password(root_password_pillar), root_password_pillar, url, bool(__context__.get(ROOT_PLANNED))
+    )
 
 
 def present(
@@ -151,4 +154,5 @@ def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_P
         root_key=root_password_pillar,
         start_planned=_start_planned(),
         url=url,
+        root_planned=bool(__context__.get(ROOT_PLANNED)),
     )

@@ -11,7 +11,14 @@
 The password is read from pillar by the state: it never appears in the
 rendered SLS, the state's arguments or its output. So is root's, which
 changes are made with (``root_password_pillar``); a dry run checks that root
-can log in with it.
+can log in with it. ``root_password`` keeps root's password the one pillar
+holds:
+
+.. code-block:: yaml
+
+    sentry-root-password:
+      sentry_user.root_password:
+        - password_pillar: sentry:server:root_password
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ __virtualname__ = "sentry_user"
 
 ROOT_PILLAR = "sentry:server:root_password"  # where root's password is read from
 PLANNED_STARTS = "sentry_program.planned_starts"  # in __context__: programs a dry run would (re)start
+ROOT_PLANNED = "sentry_user.root_password_planned"  # in __context__: a dry run would set root's password first
 
 
 def __virtual__():
@@ -45,7 +53,9 @@ def _password(pillar_key: str | None) -> str | None:
 
 
 def _check_root(root_password_pillar: str, url: str | None) -> None:
-    __utils__["sentry_state.check_root"](_password(root_password_pillar), root_password_pillar, url)
+    __utils__["sentry_state.check_root"](
+        _password(root_password_pillar), root_password_pillar, url, bool(__context__.get(ROOT_PLANNED))
+    )
 
 
 def present(
@@ -101,6 +111,47 @@ def present(
     return ret
 
 
+def root_password(
+    name: str = "root", password_pillar: str = ROOT_PILLAR, url: str | None = None, instance: str | None = None
+) -> dict:
+    """
+    Ensure root logs in with the password found at ``password_pillar``: a new
+    one there is set on the server, which no longer takes the old one.
+
+    Over the API a password is changed by its owner, who would need the old
+    one; so a new password in pillar is set in the serverdir itself
+    (``sentry_data.set_password``), with the server stopped for the few
+    seconds that takes. On a master: replicas copy root from it. The password
+    never appears in the state's arguments, output or logs.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": f"{name} logs in with pillar {password_pillar}"}
+    password = _password(password_pillar)
+    if not password:
+        return {**ret, "result": False, "comment": f"no password for {name}: set pillar {password_pillar}"}
+    try:
+        if __salt__["sentry_admin.user_password_matches"](name, password, url=url):
+            return ret
+        ret["changes"] = {"password": {"old": "<hidden>", "new": "<hidden>"}}
+        if __opts__["test"]:
+            __context__[ROOT_PLANNED] = True  # the states after this one would log in with the new password
+            return {
+                **ret,
+                "result": None,
+                "comment": f"{name}'s password would be set from pillar {password_pillar}"
+                " (the server stops for a few seconds)",
+            }
+        done = __salt__["sentry_data.set_password"](name, password, instance=instance)
+        if not __salt__["sentry_admin.user_password_matches"](name, password, url=url):
+            raise CommandExecutionError(f"{name}'s password was set, yet the server refuses pillar {password_pillar}")
+    except (CommandExecutionError, KeyError) as exc:
+        return _failed(ret, exc, url)
+    ret["comment"] = (
+        f"{name}'s password set from pillar {password_pillar}; the old one is refused"
+        f" (the server was stopped {done['seconds_stopped']} s)"
+    )
+    return ret
+
+
 def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_PILLAR) -> dict:
     """
     Ensure the user ``name`` does not exist (its indexes and files go with it).
@@ -118,4 +169,5 @@ def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_P
         root_key=root_password_pillar,
         start_planned=_start_planned(),
         url=url,
+        root_planned=bool(__context__.get(ROOT_PLANNED)),
     )

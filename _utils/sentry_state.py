@@ -48,15 +48,16 @@ def failed(ret: dict, exc: Exception, test: bool, start_planned: bool, url: str 
     return {**ret, "changes": {}, "result": False, "comment": str(exc)}
 
 
-def check_root(password: str | None, key: str, url: str | None) -> None:
+def check_root(password: str | None, key: str, url: str | None, planned: bool = False) -> None:
     """
     Raise what a change as root would fail with at ``url``, changing nothing:
-    no ``password`` (read from pillar ``key``), or one root cannot log in with.
-    A dry run checks this where the real run would log in.
+    no ``password`` (read from pillar ``key``), or one root cannot log in with
+    unless this run sets it first (``planned``: sentry_user.root_password said
+    so). A dry run checks this where the real run would log in.
     """
     if not password:
         raise CommandExecutionError(f"no root password: set pillar {key}")
-    if not __salt__["sentry_admin.user_password_matches"]("root", password, url=url):
+    if not planned and not __salt__["sentry_admin.user_password_matches"]("root", password, url=url):
         raise CommandExecutionError(
             f"login as root at {url or 'the server'} failed: pillar {key} does not hold root's password"
         )
@@ -73,11 +74,13 @@ def absent(
     root_key: str,
     start_planned: bool,
     url: str | None,
+    root_planned: bool = False,
 ) -> dict:
     """
     Ensure the ``kind`` (user, index) ``name`` is gone: ``get`` reads it,
     ``delete`` removes it as root (whose password is ``root_password``, read
-    from pillar ``root_key``); see ``failed`` for ``start_planned``.
+    from pillar ``root_key``); see ``failed`` for ``start_planned``, ``check_root``
+    for ``root_planned``.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": f"{kind} {name} does not exist"}
     try:
@@ -85,7 +88,7 @@ def absent(
             return ret
         ret["changes"] = {kind: {"old": name, "new": None}}
         if test:
-            check_root(root_password, root_key, url)
+            check_root(root_password, root_key, url, root_planned)
             return {**ret, "result": None, "comment": f"{kind} {name} would be deleted"}
         delete()
     except (CommandExecutionError, KeyError) as exc:

@@ -114,3 +114,12 @@ def wait_until_answers(api, name: str, answer: Callable[[], dict], timeout: floa
             if time.monotonic() > deadline:
                 raise CommandExecutionError(f"{name} did not answer within {timeout}s: {exc}") from None
         time.sleep(0.2)
+
+
+def wait_until_running(api, name: str, timeout: float) -> None:
+    """Wait until supervisor calls ``name`` RUNNING (past its startsecs); raises when it is not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (current := state(api, name)) != "RUNNING":
+        if current not in RUNNING_STATES or time.monotonic() > deadline:
+            raise CommandExecutionError(f"{name} is {current}, not RUNNING (waited up to {timeout}s)")
+        time.sleep(0.2)

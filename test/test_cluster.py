@@ -7,11 +7,13 @@ through the master node's nginx. A wheel uploaded through the front reaches
 both replicas, installs through the front, and still downloads through it while
 the master node's nginx is stopped. The front reads release files from every
 node in sync and private pages from the master; a replica whose server stops
-loses its in-sync flag and gets none of the front's reads.
+loses its in-sync flag and gets none of the front's reads. Root's new password
+in the master's pillar is set on it and reaches the replicas.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -20,14 +22,15 @@ from pathlib import Path
 
 import pytest
 from support.aptrepo import use_apt_repo
-from support.client import pip_install, sentry_client
-from support.cluster import SaltCluster, changed, failed
+from support.client import login_status, pip_install, sentry_client
+from support.cluster import MINION_ROOT, SaltCluster, changed, failed
 from support.cluster_deployment import (
     ALICE_PASSWORD,
     FRONT,
     NODES,
     PRIMARY,
     REPLICAS,
+    ROOT_PASSWORD,
     SECRET,
     STATE_TOP,
     cluster_pillars,
@@ -44,6 +47,8 @@ WHEEL_NAME, WHEEL_VERSION = "cluster-probe", "1.0"
 REPLICATION_TIMEOUT = 90
 IN_SYNC_FLAG = "/var/lib/sentry/sentry-server.in-sync"  # a replica's watcher keeps it while in sync
 NGINX_LOG = "/var/log/nginx/access.log"
+NEW_ROOT_PASSWORD = "Cluster-Root-new-pw-31"
+BOB_PASSWORD = "Cluster-Bob-pw-37"
 
 
 class Deployed:
@@ -217,3 +222,44 @@ def test_the_replication_secret_is_the_same_private_file_on_every_node(deployed)
         listed = host.run(["stat", "-c", "%a %U:%G", "/var/lib/sentry/.secret"]).stdout.split()
         assert listed == ["600", "sentry:sentry"], node
         assert host.path("/var/lib/sentry/.secret").read_text().strip() == SECRET, node
+
+
+def test_root_password_rotates_on_the_master_and_reaches_the_replicas(deployed, uploaded):
+    """Root's new password in the master's pillar, with a new user in the same change: a dry run plans both
+    (the user's state does not fail on the old password), the apply sets it; replicas copy it."""
+    cluster, hosts = deployed.cluster, deployed.hosts
+    pillar = copy.deepcopy(cluster.pillars[PRIMARY])
+    pillar["sentry"]["server"]["root_password"] = NEW_ROOT_PASSWORD
+    pillar["sentry"]["bootstrap"]["users"]["bob"] = {"password": BOB_PASSWORD}
+    cluster.set_pillar(PRIMARY, pillar)
+    planned = cluster.apply(PRIMARY, "test=True")[PRIMARY]
+    assert not failed(planned), failed(planned)
+    assert {"sentry-bootstrap-root-password", "sentry-bootstrap-user-bob"} <= set(changed(planned)), changed(planned)
+    client = hosts[FRONT]
+    assert login_status(client, deployed.front_url, "root", ROOT_PASSWORD) == 200  # a dry run changes nothing
+
+    rotated = deployed.cluster.apply("*")
+    assert {minion_id: failed(states) for minion_id, states in rotated.items() if failed(states)} == {}
+    assert set(changed(rotated[PRIMARY])) == {"sentry-bootstrap-root-password", "sentry-bootstrap-user-bob"}
+    assert {minion_id for minion_id, states in rotated.items() if changed(states)} == {PRIMARY}
+    assert login_status(client, deployed.front_url, "root", ROOT_PASSWORD) == 401
+    assert login_status(client, deployed.front_url, "root", NEW_ROOT_PASSWORD) == 200
+    for replica in REPLICAS:  # a replica logs root in with what it copied from the master
+        url = f"http://{hosts[replica].address}"
+        deadline = time.monotonic() + REPLICATION_TIMEOUT
+        while login_status(client, url, "root", NEW_ROOT_PASSWORD) != 200:
+            assert time.monotonic() < deadline, f"{replica} never took root's new password"
+            time.sleep(1)
+        assert login_status(client, url, "root", ROOT_PASSWORD) == 401, replica
+    assert deployed.fetch(f"{deployed.front_url}{uploaded}")  # the front still serves
+    secrets_shown = [
+        minion_id
+        for minion_id, states in rotated.items()
+        if NEW_ROOT_PASSWORD in json.dumps(states) or BOB_PASSWORD in json.dumps(states)
+    ]
+    assert secrets_shown == []
+    minion_log = hosts[PRIMARY].path(f"{MINION_ROOT}/var/log/salt/minion").read_text(errors="replace")
+    assert NEW_ROOT_PASSWORD not in minion_log and ROOT_PASSWORD not in minion_log
+
+    again = deployed.cluster.apply("*")
+    assert {minion_id: changed(states) for minion_id, states in again.items() if changed(states)} == {}

@@ -1,9 +1,12 @@
-"""Secrets stay secret: pillar.example applied for real, then export and import, then a search for them.
+"""Secrets stay secret: pillar.example applied for real, then export and import, root's password
+rotated from pillar, then a search for them.
 
-The root and user passwords and the replication secret must not show in any
-process's argv (sampled all along), in the minion's debug log, in state
-output or returned data, or in any file others may read. The secret file is
-0600, the service user's, made once and kept.
+The root passwords (old and new), the user password and the replication
+secret must not show in any process's argv (sampled all along), in the
+minion's debug log, in state output or returned data, or in any file others
+may read. The secret file is 0600, the service user's, made once and kept.
+A new root password in pillar is set on the server (a dry run first only
+says so), the old one is refused afterwards, and a re-apply changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.client import login_status
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
 from support.paths import REPO
@@ -24,6 +28,7 @@ from support.paths import REPO
 pytestmark = pytest.mark.slow
 
 ROOT_PASSWORD = f"Root-{secrets.token_urlsafe(12)}"
+NEW_ROOT_PASSWORD = f"Root-new-{secrets.token_urlsafe(12)}"
 ALICE_PASSWORD = f"Alice-{secrets.token_urlsafe(12)}"
 SECRETFILE = "/var/lib/sentry/.secret"
 MINION_LOG = f"{MasterlessSalt.CONF}/root/var/log/salt/minion"
@@ -58,11 +63,11 @@ class ArgvWatch:
             self._stop.wait(self._interval)
 
 
-def example_pillar(deb_inside: str) -> dict:
+def example_pillar(deb_inside: str, root_password: str = ROOT_PASSWORD) -> dict:
     """pillar.example as it is, but for the deb built here and passwords of this run."""
     pillar = yaml.safe_load((REPO / "pillar.example").read_text())
     pillar["sentry"]["package"]["deb"] = deb_inside
-    pillar["sentry"]["server"]["root_password"] = ROOT_PASSWORD
+    pillar["sentry"]["server"]["root_password"] = root_password
     pillar["sentry"]["bootstrap"]["users"]["alice"]["password"] = ALICE_PASSWORD
     return pillar
 
@@ -94,7 +99,22 @@ def applied(sentry_deb):
             users = salt.call("sentry_admin.list_users")
             again = salt.apply("sentry")
             outputs += [run.stdout + run.stderr for run in (exported, imported, users, again)]
+            salt.set_pillar(example_pillar(deb_inside, root_password=NEW_ROOT_PASSWORD))
+            planned = salt.apply("sentry", "test=True")
+            old_after_dry_run = login_status(host, "http://127.0.0.1", "root", ROOT_PASSWORD)
+            rotated = salt.apply("sentry")
+            after_rotation = salt.apply("sentry")
+            outputs += [run.stdout + run.stderr for run in (planned, rotated, after_rotation)]
+        logins = {
+            "old after the dry run": old_after_dry_run,
+            "old": login_status(host, "http://127.0.0.1", "root", ROOT_PASSWORD),
+            "new": login_status(host, "http://127.0.0.1", "root", NEW_ROOT_PASSWORD),
+        }
         yield {
+            "planned": planned,
+            "rotated": rotated,
+            "after_rotation": after_rotation,
+            "logins": logins,
             "host": host,
             "salt": salt,
             "argv": argv.seen,
@@ -108,6 +128,7 @@ def applied(sentry_deb):
 def secret_values(applied) -> dict[str, str]:
     return {
         "root password": ROOT_PASSWORD,
+        "root's new password": NEW_ROOT_PASSWORD,
         "alice's password": ALICE_PASSWORD,
         "replication secret": applied["secret_made"].decode().strip(),
     }
@@ -119,11 +140,34 @@ def test_the_run_did_what_it_should(applied):
     assert len(applied["secret_made"].strip()) >= 32
 
 
+ROTATION_ID = "sentry-bootstrap-root-password"
+ROTATION = f"sentry_user_|-{ROTATION_ID}_|-root_|-root_password"
+
+
+def test_a_new_root_password_in_pillar_is_set_and_the_old_one_refused(applied):
+    planned = applied["planned"]
+    assert planned.succeeded, planned.failed or planned.errors  # a dry run: nothing False
+    assert planned.states[ROTATION]["result"] is None, planned.states[ROTATION]
+    assert "would be set" in planned.states[ROTATION]["comment"]
+    assert set(planned.changed) == {ROTATION_ID}, planned.changed
+    assert applied["logins"]["old after the dry run"] == 200  # the dry run changed nothing
+    rotated = applied["rotated"]
+    assert rotated.succeeded, rotated.failed or rotated.errors
+    assert set(rotated.changed) == {ROTATION_ID}, rotated.changed
+    assert rotated.states[ROTATION]["changes"] == {"password": {"old": "<hidden>", "new": "<hidden>"}}
+    assert "the old one is refused" in rotated.states[ROTATION]["comment"]
+    assert applied["logins"]["old"] == 401
+    assert applied["logins"]["new"] == 200
+    again = applied["after_rotation"]
+    assert again.succeeded and not again.changed, again.changed
+
+
 def test_no_secret_in_any_command_line(applied):
     # The sampler proves something only if it caught the commands a secret could ride on.
     for flag in ("--init", "--export", "--import", "--port"):
         seen = [line for line in applied["argv"] if "sentry-server" in line and flag in line]
         assert seen, f"the sampler never saw sentry-server {flag}"
+    assert [line for line in applied["argv"] if "devpi-passwd" in line], "the sampler never saw devpi-passwd"
     for what, value in secret_values(applied).items():
         assert not [line for line in applied["argv"] if value in line], what
 

@@ -19,6 +19,17 @@ include:
   - {{ tplroot }}.supervisor
 
 {%- if not sentry.server.master_url %}
+
+{#- A new root password in pillar is set on the server (which stops for a few seconds), never refused. #}
+sentry-bootstrap-root-password:
+  sentry_user.root_password:
+    - name: root
+    - password_pillar: sentry:server:root_password
+    - url: {{ url }}
+    - instance: {{ sentry.server.program }}
+    - require:
+      - sentry_program: sentry-supervisor-program-running
+
 {#- Bases outside sentry:bootstrap:indexes must already be on the server:
     checked before any user or index is made, so a missing one changes nothing. #}
 {%- set outside = {} %}
@@ -32,7 +43,7 @@ sentry-bootstrap-bases:
     - indexes: {{ outside | json }}
     - url: {{ url }}
     - require:
-      - sentry_program: sentry-supervisor-program-running
+      - sentry_user: sentry-bootstrap-root-password
 {%- for name, user in bootstrap.users | dictsort %}
 
 sentry-bootstrap-user-{{ name }}:
@@ -42,7 +53,7 @@ sentry-bootstrap-user-{{ name }}:
     - password_pillar: sentry:bootstrap:users:{{ name }}:password
     - url: {{ url }}
     - require:
-      - sentry_program: sentry-supervisor-program-running
+      - sentry_user: sentry-bootstrap-root-password
       - sentry_index: sentry-bootstrap-bases
 {%- endfor %}
 {%- for name, index in indexes | dictsort %}
@@ -56,7 +67,7 @@ sentry-bootstrap-index-{{ name }}:
 {%- endfor %}
     - url: {{ url }}
     - require:
-      - sentry_program: sentry-supervisor-program-running
+      - sentry_user: sentry-bootstrap-root-password
       - sentry_index: sentry-bootstrap-bases
 {%- for user in bootstrap.users | sort %}
       - sentry_user: sentry-bootstrap-user-{{ user }}

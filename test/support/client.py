@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import urllib.parse
@@ -24,6 +25,29 @@ def sentry_client(host: TestHost, *args: str, password: str | None = None, check
         check=check,
         env={"DEVPI_CLIENTDIR": "/tmp/sentry-client"},
     )
+
+
+def login_status(host: TestHost, url: str, user: str, password: str) -> int:
+    """The HTTP status of POST ``url``/+login from ``host``, the password on curl's stdin (never its argv)."""
+    answered = host.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json",
+            "--data-binary",
+            "@-",
+            f"{url.rstrip('/')}/+login",
+        ],
+        input=json.dumps({"user": user, "password": password}),
+    )
+    return int(answered.stdout)
 
 
 def upload_as_root(host: TestHost, url: str, password: str, wheel: Path, index: str, bases: str) -> None:

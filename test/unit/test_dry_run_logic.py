@@ -160,6 +160,27 @@ def test_a_wrong_root_password_fails_as_the_real_run_would(server):
     assert server.changed == []
 
 
+def test_a_new_root_password_is_planned_and_the_changes_after_it_too(server):
+    user_state.__pillar__["sentry"]["server"]["root_password"] = "Roots-new-pw-73"  # the server has the old one
+    rotation = user_state.root_password("root", url=URL)
+    assert rotation["result"] is None and "would be set" in rotation["comment"], rotation
+    assert rotation["changes"] == {"password": {"old": "<hidden>", "new": "<hidden>"}}
+    assert user_state.ROOT_PLANNED == index_state.ROOT_PLANNED
+    for ret in (
+        make_dora(),
+        index_state.present("dora/dev", bases=[], url=URL),
+        user_state.absent("alice", url=URL),
+    ):
+        assert ret["result"] is None, ret  # root logs in with the new password once the run sets it
+    assert server.changed == []
+
+
+def test_roots_password_as_in_pillar_is_left_alone(server):
+    ret = user_state.root_password("root", url=URL)
+    assert ret["result"] is True and ret["changes"] == {}, ret
+    assert user_state.ROOT_PLANNED not in user_state.__context__
+
+
 def test_no_root_password_names_the_pillar_key():
     ret = user_state.present("dora", password_pillar="dora", url=URL, root_password_pillar="nowhere:root")
     assert ret["result"] is False and ret["comment"] == "no root password: set pillar nowhere:root"
