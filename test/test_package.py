@@ -102,6 +102,34 @@ def test_versions_answer(sentry_host):
     assert server.startswith(f"sentry-server {DEB_VERSION} (devpi-server {DEFAULT_VERSION},")
     assert client.startswith(f"sentry {DEB_VERSION} (")
     assert "devpi-web" in server and "devpi-client" in client
+    for plugin, pinned in plugin_pins().items():  # carried, pinned, and named
+        assert f"{plugin} {pinned}" in server and f"{plugin} {pinned}" in client, (plugin, server)
+
+
+def plugin_pins() -> dict[str, str]:
+    """packaging/plugins.txt: plugin name -> pinned version."""
+    pins = {}
+    for line in (REPO / "packaging" / "plugins.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            requirement, pinned = line.split("==")
+            pins[requirement.split("[")[0]] = pinned
+    return pins
+
+
+def test_the_plugins_load_into_the_server(sentry_host):
+    assert set(plugin_pins()) == {"devpi-ldap", "devpi-lockdown", "devpi-tokens"}
+    listed = sentry_host.run(["/opt/virtualenvs/sentry/bin/devpi-server", "--help"])
+    assert "--ldap-config" in listed.stdout  # devpi-ldap's option
+    assert "pkg_resources is deprecated" not in listed.stdout + listed.stderr
+    plugins = sentry_host.run(
+        [
+            "/opt/virtualenvs/sentry/bin/python",
+            "-c",
+            "from importlib.metadata import entry_points as e; print(sorted(p.name for p in e(group='devpi_server')))",
+        ]
+    ).stdout
+    for plugin in plugin_pins():
+        assert f"'{plugin}'" in plugins, plugins
     status = sentry_host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sentry"]).stdout
     assert status == f"install ok installed {DEB_VERSION}"
 
