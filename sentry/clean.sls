@@ -7,6 +7,7 @@ include:
   - {{ tplroot }}.nginx.clean
   - {{ tplroot }}.supervisor.clean
   - {{ tplroot }}.server.clean
+  - {{ tplroot }}.auth.clean
   - {{ tplroot }}.theme.clean
   - {{ tplroot }}.user.clean
   - {{ tplroot }}.package.clean

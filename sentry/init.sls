@@ -6,6 +6,7 @@ include:
   - {{ tplroot }}.package
   - {{ tplroot }}.user
   - {{ tplroot }}.server
+  - {{ tplroot }}.auth
 {%- if sentry.theme.enabled %}
   - {{ tplroot }}.theme
 {%- endif %}

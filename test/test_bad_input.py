@@ -203,6 +203,42 @@ CASES = [
         {"nginx": {"cache": {"indexes": ["pypi"]}}},
     ),
     Case(
+        "ldap-without-a-way-to-find-users",
+        "sentry:auth:ldap:urls needs sentry:auth:ldap:user_template or sentry:auth:ldap:user_search:base",
+        {"auth": {"ldap": {"urls": ["ldap://ldap.example.org"]}}},
+    ),
+    Case(
+        "ldap-key-devpi-ldap-refuses",
+        "unknown key sentry:auth:ldap:timeout",
+        {"auth": {"ldap": {"urls": ["ldap://ldap.example.org"], "user_template": "uid={username}", "timeout": 5}}},
+    ),
+    Case(
+        "ldap-group-search-without-filter",
+        "sentry:auth:ldap:group_search:filter is required with sentry:auth:ldap:group_search:base",
+        {
+            "auth": {
+                "ldap": {
+                    "urls": ["ldaps://ldap.example.org"],
+                    "user_template": "uid={username},ou=people,dc=example,dc=org",
+                    "group_search": {"base": "ou=groups,dc=example,dc=org", "filter": ""},
+                }
+            }
+        },
+    ),
+    Case(
+        "ldap-bind-password-without-dn",
+        "sentry:auth:ldap:bind_dn and sentry:auth:ldap:bind_password go together",
+        {
+            "auth": {
+                "ldap": {
+                    "urls": ["ldap://ldap.example.org"],
+                    "user_template": "uid={username},ou=people,dc=example,dc=org",
+                    "bind_password": "Bad-Input-Bind-pw-5",
+                }
+            }
+        },
+    ),
+    Case(
         "nginx-port-used-by-another-site",
         f"sentry:nginx:port 80 is already used by {OTHER_SITE}",
         {},  # the good pillar: the other site, made before the snapshot, is the bad input

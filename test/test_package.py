@@ -128,7 +128,7 @@ def test_the_plugins_load_into_the_server(sentry_host):
             "from importlib.metadata import entry_points as e; print(sorted(p.name for p in e(group='devpi_server')))",
         ]
     ).stdout
-    for plugin in plugin_pins():
+    for plugin in [*plugin_pins(), "sentry"]:  # sentry: the deb's own (sentry_commands.devpi_plugin)
         assert f"'{plugin}'" in plugins, plugins
     status = sentry_host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sentry"]).stdout
     assert status == f"install ok installed {DEB_VERSION}"

@@ -10,6 +10,7 @@
 include:
   - {{ tplroot }}.package
   - {{ tplroot }}.server
+  - {{ tplroot }}.auth
 {%- if sentry.theme.enabled %}
   - {{ tplroot }}.theme
 {%- endif %}
@@ -85,6 +86,7 @@ sentry-supervisor-program-running:
       - file: sentry-supervisor-program-file
       - pkg: sentry-package-installed
       - sentry-server-secretfile
+      - file: sentry-auth-ldap-config
 {%- if sentry.theme.enabled %}
       - file: sentry-theme-files
 {%- endif %}

@@ -60,6 +60,13 @@ def upload_as_root(host: TestHost, url: str, password: str, wheel: Path, index: 
     sentry_client(host, "upload", f"/tmp/{wheel.name}")
 
 
+def trusted_host(url: str) -> str:
+    """HOST[:PORT] of ``url``, without the user and password it may carry, as pip's --trusted-host wants it."""
+    parts = urllib.parse.urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 keeps its brackets
+    return host + (f":{parts.port}" if parts.port else "")
+
+
 def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *more: str, check: bool = True):
     """pip install from sentry alone: no local config, no cache, no find-links.
 
@@ -75,7 +82,7 @@ def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *
             "--no-cache-dir",
             "--disable-pip-version-check",
             "--trusted-host",
-            urllib.parse.urlsplit(index_url).netloc,
+            trusted_host(index_url),
             "--index-url",
             index_url,
             "--target",

@@ -53,6 +53,8 @@ MODULE_SECONDS = {
     "test_environments.py": 150,
     "test_fleet.py": 240,
     "test_cache.py": 60,
+    "test_ldap.py": 60,
+    "test_lockdown.py": 90,
     "test_secrets.py": 30,
     "test_apt_repo.py": 20,
     "test_docs.py": 5,

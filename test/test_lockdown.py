@@ -1,0 +1,228 @@
+"""Reads only for logged-in users: sentry:auth:lockdown on a master, its replica and its front (issue 16).
+
+Three test hosts: a directory (slapd, test/support/directory.py) with carol
+in the group uploaders; a master whose nginx asks the server about every
+request (devpi-lockdown's /+authcheck), with sentry.front on port 8080 in
+front of it and the replica; and the replica, following the master through
+the master's nginx. Logins come from the directory on both nodes. carol
+uploads to team/dev (``acl_upload: [":uploaders"]``) through the master.
+
+- anonymous clients get no simple page and no release file (not even the
+  one nginx would read from disk): 401 with a Basic challenge and a line
+  saying why, and pip fails saying 401; a browser is sent to the login page,
+  which answers;
+- carol's pip installs with her directory password in the index URL,
+  through the front and from the replica; a wrong password is refused;
+- the replica copies the upload through the locked master;
+- tokens (devpi-tokens): carol's token limited to pkg_read on team/dev
+  installs from it and not from team/prod's; CI's own user (named in
+  acl_upload) uploads with a token; carol's token, which carries no
+  directory group, may not upload where only her group may;
+- a second apply changes nothing on either node.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.client import pip_install, sentry_client
+from support.cluster import no_route_out
+from support.directory import BIND_DN, GROUPS, PEOPLE, Directory, Person
+from support.host_roots import new_host
+from support.hosts import TestHost, host_address
+from support.masterless import MasterlessSalt
+from support.wheels import make_wheel
+
+pytestmark = pytest.mark.slow
+
+DIRECTORY_NUMBER, MASTER_NUMBER, REPLICA_NUMBER = 160, 161, 162  # above the benches' 110-159
+ROOT_PASSWORD = "Lock-Root-pw-59"
+TEAM_PASSWORD = "Lock-Team-pw-61"
+CI_PASSWORD = "Lock-Ci-pw-71"
+BIND_PASSWORD = "Lock-Bind-pw-67"
+SECRET = secrets.token_urlsafe(32)
+CAROL = Person("carol", "Carol-lock-pw-1")
+FRONT_PORT = 8080
+WHEEL = ("lock-probe", "1.0")
+SERVERDIR = "/var/lib/sentry/data"
+
+
+def auth_pillar(directory: Directory) -> dict:
+    return {
+        "lockdown": True,
+        "ldap": {
+            "urls": [directory.url],
+            "user_search": {"base": PEOPLE, "filter": "(uid={username})"},
+            "group_search": {"base": GROUPS},
+            "bind_dn": BIND_DN,
+            "bind_password": BIND_PASSWORD,
+        },
+    }
+
+
+def node_pillars(deb: Path, directory: Directory, master: str, replica: str) -> dict[str, dict]:
+    package = {"source": "deb", "deb": str(deb)}
+    return {
+        "master": {
+            "sentry": {
+                "package": package,
+                "server": {"root_password": ROOT_PASSWORD, "role": "primary", "secret": SECRET, "no_root_pypi": True},
+                "nginx": {"replica_addresses": [replica]},
+                "auth": auth_pillar(directory),
+                "front": {"master": "127.0.0.1:80", "replicas": [f"{replica}:80"], "port": FRONT_PORT},
+                "bootstrap": {
+                    "users": {"team": {"password": TEAM_PASSWORD}, "ci": {"password": CI_PASSWORD}},
+                    "indexes": {
+                        # Tokens carry no directory groups: CI uploads as a user of its own.
+                        "team/dev": {"bases": [], "acl_upload": [":uploaders", "ci"]},
+                        "team/prod": {"bases": [], "acl_upload": [":uploaders"]},
+                    },
+                },
+            }
+        },
+        "replica": {
+            "sentry": {
+                "package": package,
+                "server": {"master_url": f"http://{master}", "secret": SECRET},
+                "auth": auth_pillar(directory),
+            }
+        },
+    }
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: str
+    body: str
+
+
+def fetch(host: TestHost, url: str, *headers: str) -> Answer:
+    """One GET from inside ``host`` with curl, following no redirect."""
+    options = [option for header in headers for option in ("-H", header)]
+    host.run(["curl", "-sS", "-D", "/tmp/headers", "-o", "/tmp/body", *options, url])
+    head = host.path("/tmp/headers").read_text()
+    return Answer(int(head.split()[1]), head.lower(), host.path("/tmp/body").read_text(errors="replace"))
+
+
+@dataclass
+class Locked:
+    master: TestHost
+    replica: TestHost
+    salts: dict[str, MasterlessSalt]
+    file_path: str  # the uploaded wheel's /team/dev/+f/... path
+
+    def carols_index(self, host: str) -> str:
+        return f"http://{CAROL.uid}:{CAROL.password}@{host}/team/dev/+simple/"
+
+
+@pytest.fixture(scope="module")
+def locked(sentry_deb, tmp_path_factory):
+    with (
+        new_host("lock-dir", address=host_address(DIRECTORY_NUMBER)) as directory_host,
+        new_host("lock-master", address=host_address(MASTER_NUMBER)) as master,
+        new_host("lock-replica", address=host_address(REPLICA_NUMBER)) as replica,
+    ):
+        for each in (directory_host, master, replica):
+            no_route_out(each)
+        directory = Directory(directory_host, [CAROL], {"uploaders": [CAROL.uid]}, BIND_PASSWORD).start()
+        pillars = node_pillars(sentry_deb, directory, master.address, replica.address)
+        salts = {name: MasterlessSalt(host, pillars[name]) for name, host in (("master", master), ("replica", replica))}
+        for name, sls in (("master", "sentry"), ("master", "sentry.front"), ("replica", "sentry")):
+            applied = salts[name].apply(sls)
+            assert applied.succeeded, (name, sls, applied.failed or applied.errors)
+        wheel = make_wheel(tmp_path_factory.mktemp("lock-wheels"), *WHEEL)
+        master.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
+        sentry_client(master, "use", "http://127.0.0.1/team/dev")
+        sentry_client(master, "login", CAROL.uid, password=CAROL.password)
+        sentry_client(master, "upload", f"/tmp/{wheel.name}")
+        project = json.loads(sentry_client(master, "getjson", f"/team/dev/{WHEEL[0]}").stdout)
+        (link,) = project["result"][WHEEL[1]]["+links"]
+        file_path = "/" + link["href"].split("/", 3)[3]
+        yield Locked(master, replica, salts, file_path)
+
+
+def test_anonymous_clients_get_no_page_and_no_file_and_are_told_why(locked):
+    master = locked.master
+    assert master.path(f"{SERVERDIR}/+files{locked.file_path}").exists()  # nginx could serve it from disk
+    for path in ("/team/dev/+simple/", f"/team/dev/+simple/{WHEEL[0]}/", locked.file_path):
+        answer = fetch(master, f"http://127.0.0.1{path}")
+        assert answer.status == 401, (path, answer)
+        assert 'www-authenticate: basic realm="sentry"' in answer.headers, answer.headers
+        assert "reads need a login" in answer.body
+    refused = pip_install(master, "http://127.0.0.1/team/dev/+simple/", WHEEL[0], "/tmp/anonymous", check=False)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+
+
+def test_a_browser_is_sent_to_the_login_page(locked):
+    master = locked.master
+    browser = "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    sent = fetch(master, "http://127.0.0.1/team/dev", browser)
+    assert sent.status == 302, sent
+    assert "location: http://127.0.0.1/+login?goto_url=/team/dev" in sent.headers, sent.headers
+    page = fetch(master, "http://127.0.0.1/+login", browser)
+    assert page.status == 200 and "password" in page.body.lower(), page
+
+
+def test_carol_installs_with_her_password_through_the_front_and_from_the_replica(locked):
+    master, replica = locked.master, locked.replica
+    replica.wait_for(f"test -f {SERVERDIR}/+files{locked.file_path}", timeout=90)  # replicated through the lock
+    for where, host, index_host in (
+        ("front", master, f"127.0.0.1:{FRONT_PORT}"),
+        ("replica", replica, "127.0.0.1"),
+    ):
+        pip_install(host, locked.carols_index(index_host), WHEEL[0], f"/tmp/installed-{where}")
+        assert host.path(f"/tmp/installed-{where}/lock_probe/__init__.py").exists(), where
+    wrong = f"http://{CAROL.uid}:not-her-password@127.0.0.1/team/dev/+simple/"
+    refused = pip_install(replica, wrong, WHEEL[0], "/tmp/wrong", check=False)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+
+
+def make_token(host: TestHost, user: str, output: str, *restrictions: str) -> str:
+    """A token of ``user``, made by root (devpi-tokens' token-create: with server:restrict_modify at its
+    default, users may not make their own), written to ``output`` inside ``host``."""
+    sentry_client(host, "use", "http://127.0.0.1/team/dev")
+    sentry_client(host, "login", "root", password=ROOT_PASSWORD)
+    sentry_client(host, "token-create", "-u", user, "-e", "1h", "-o", output, *restrictions)
+    return host.path(output).read_text().strip()
+
+
+def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
+    master = locked.master
+    reads_dev = make_token(master, CAROL.uid, "/tmp/carol-dev.token", "-a", "pkg_read", "-i", "team/dev")
+    pip_install(master, f"http://carol:{reads_dev}@127.0.0.1/team/dev/+simple/", WHEEL[0], "/tmp/by-token")
+    assert master.path("/tmp/by-token/lock_probe/__init__.py").exists()
+    reads_prod = make_token(master, CAROL.uid, "/tmp/carol-prod.token", "-a", "pkg_read", "-i", "team/prod")
+    other = pip_install(
+        master, f"http://carol:{reads_prod}@127.0.0.1/team/dev/+simple/", WHEEL[0], "/tmp/other", check=False
+    )
+    assert other.returncode != 0, "a token for team/prod read team/dev"
+
+    # CI's own user, named in acl_upload, uploads with a token limited to team/dev.
+    uploads = make_token(master, "ci", "/tmp/ci.token", "-a", "upload,pkg_read", "-i", "team/dev")
+    assert uploads
+    wheel = make_wheel(tmp_path, "lock-by-token", "1.0")
+    master.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
+    sentry_client(master, "logoff")
+    sentry_client(master, "token-login", "-f", "/tmp/ci.token")
+    sentry_client(master, "upload", f"/tmp/{wheel.name}")
+    pip_install(master, f"http://carol:{reads_dev}@127.0.0.1/team/dev/+simple/", "lock-by-token", "/tmp/by-ci")
+    # carol's token carries no group: her upload to team/dev (uploaders) is refused, as README says.
+    carols = make_token(master, CAROL.uid, "/tmp/carol-up.token", "-a", "upload", "-i", "team/dev")
+    assert carols
+    sentry_client(master, "logoff")
+    sentry_client(master, "token-login", "-f", "/tmp/carol-up.token")
+    other_wheel = make_wheel(tmp_path, "lock-carol-token", "1.0")
+    master.path("/tmp").joinpath(other_wheel.name).write_bytes(other_wheel.read_bytes())
+    refused = sentry_client(master, "upload", f"/tmp/{other_wheel.name}", check=False)
+    assert refused.returncode != 0, refused.stdout
+
+
+def test_a_second_apply_changes_nothing(locked):
+    for name, sls in (("master", "sentry"), ("master", "sentry.front"), ("replica", "sentry")):
+        again = locked.salts[name].apply(sls)
+        assert again.succeeded and not again.changed, (name, sls, again.changed)
