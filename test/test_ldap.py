@@ -2,7 +2,8 @@
 
 Two test hosts: a directory (Debian's slapd, test/support/directory.py) with
 carol and dave, and the group ``uploaders`` holding carol only; and a sentry
-host whose pillar points devpi-ldap at it, searching users and groups as a
+host whose pillar points devpi-ldap at its ldaps:// URL (its CA added to the
+host's Debian CA store, as a company CA), searching users and groups as a
 service account. The index team/dev lets the group upload
 (``acl_upload: [":uploaders"]``). From inside the sentry host:
 
@@ -16,6 +17,8 @@ service account. The index team/dev lets the group upload
   server log says why (the deb's own plugin: devpi-ldap alone would wait for
   a server forever), local users and root still log in, and carol's session
   from before still reads;
+- with the directory's CA taken out of the host's store, LDAP logins are
+  refused: ldaps:// checks the certificate;
 - a second apply changes nothing.
 """
 
@@ -35,7 +38,7 @@ from support.directory import BIND_DN, GROUPS, PEOPLE, Directory, Person
 from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt, StateRun
-from support.upstream import LogTail
+from support.upstream import LOCAL_CA_DIR, LogTail
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -59,7 +62,7 @@ def ldap_pillar(deb: Path, directory: Directory) -> dict:
             "server": {"root_password": ROOT_PASSWORD, "no_root_pypi": True},
             "auth": {
                 "ldap": {
-                    "urls": [directory.url],
+                    "urls": [directory.tls_url],  # ldaps://, its CA in the host's store
                     "user_search": {"base": PEOPLE, "filter": "(uid={username})"},
                     "group_search": {"base": GROUPS},
                     "bind_dn": BIND_DN,
@@ -126,6 +129,7 @@ def deployment(sentry_deb):
         for each in (directory_host, host):
             no_route_out(each)
         directory = Directory(directory_host, [CAROL, DAVE], {"uploaders": [CAROL.uid]}, BIND_PASSWORD).start()
+        directory.trust_ca_on(host)
         salt = MasterlessSalt(host, ldap_pillar(sentry_deb, directory))
         first = salt.apply("sentry")
         assert first.succeeded, first.failed or first.errors
@@ -192,6 +196,20 @@ def test_with_the_directory_down_ldap_logins_fail_root_and_sessions_go_on(deploy
         assert deployment.api("/team/dev/ldap-carol", session)[0] == 200
     finally:
         directory.resume()
+    assert login_status(host, URL, CAROL.uid, CAROL.password) == 200
+
+
+def test_a_directory_whose_certificate_the_host_does_not_trust_is_refused(deployment):
+    host, directory = deployment.host, deployment.directory
+    trusted = host.path(f"{LOCAL_CA_DIR}/sentry-test-directory-{directory.host.address}.crt")
+    kept = trusted.read_bytes()
+    trusted.unlink()
+    host.run(["update-ca-certificates", "--fresh"])
+    try:
+        assert login_status(host, URL, CAROL.uid, CAROL.password) == 401  # ldaps:// checks the certificate
+    finally:
+        directory.trust_ca_on(host)
+    assert trusted.read_bytes() == kept
     assert login_status(host, URL, CAROL.uid, CAROL.password) == 200
 
 

@@ -5,7 +5,9 @@ of the test's own (slapd.conf, an mdb database under /tmp), never the
 package's. Anonymous clients may only bind: reading needs a bind, as the
 service account ``cn=sentry,ou=services,...`` does for sentry's searches.
 Passwords are stored in clear (slapd compares them on bind), each user's
-password is ``<Name>-ldap-pw-<n>``.
+password is ``<Name>-ldap-pw-<n>``. It answers ldap:// (``url``) and
+ldaps:// (``tls_url``), whose certificate a CA of its own signs: a client
+host trusts it as a company CA (``trust_ca_on``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from support.hosts import TestHost
+from support.upstream import MAKE_CERTIFICATES, trust_ca
 
 SUFFIX = "dc=example,dc=org"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -21,6 +24,7 @@ BIND_DN = f"cn=sentry,ou=services,{SUFFIX}"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
 HOME = "/tmp/slapd"
 PORT = 389
+TLS_PORT = 636  # ldaps://, with a certificate from a test CA of the directory's own
 OUS = ("people", "groups", "services")
 
 
@@ -40,6 +44,7 @@ class Directory:
     def __init__(self, host: TestHost, people: list[Person], groups: dict[str, list[str]], bind_password: str):
         self.host, self.people, self.groups, self.bind_password = host, people, groups, bind_password
         self.url = f"ldap://{host.address}:{PORT}"
+        self.tls_url = f"ldaps://{host.address}:{TLS_PORT}"
 
     def _config(self) -> str:
         return f"""\
@@ -55,6 +60,9 @@ suffix "{SUFFIX}"
 rootdn "{ADMIN_DN}"
 rootpw admin-{self.bind_password}
 directory {HOME}/db
+TLSCACertificateFile {HOME}/tls/ca.pem
+TLSCertificateFile {HOME}/tls/server.pem
+TLSCertificateKeyFile {HOME}/tls/server.key
 access to attrs=userPassword by anonymous auth by self read by * none
 access to * by users read by * none
 """
@@ -78,6 +86,7 @@ access to * by users read by * none
     def start(self) -> Directory:
         host = self.host
         host.run(["mkdir", "-p", f"{HOME}/db"])
+        host.sh(MAKE_CERTIFICATES.format(root=HOME, address=host.address, san=f"IP:{host.address}"))
         host.path(f"{HOME}/slapd.conf").write_text(self._config())
         host.path(f"{HOME}/entries.ldif").write_text(self._entries())
         host.path(f"{HOME}/bind.pw").write_text(self.bind_password)  # ldapwhoami -y: no newline
@@ -87,8 +96,15 @@ access to * by users read by * none
 
     def resume(self) -> None:
         """Start slapd (again) on the database as it is."""
-        self.host.run(["slapd", "-f", f"{HOME}/slapd.conf", "-h", f"ldap://0.0.0.0:{PORT}/"])
+        listen = f"ldap://0.0.0.0:{PORT}/ ldaps://0.0.0.0:{TLS_PORT}/"
+        self.host.run(["slapd", "-f", f"{HOME}/slapd.conf", "-h", listen])
         self.host.wait_for(f"ldapwhoami -x -H ldap://127.0.0.1:{PORT} -D {BIND_DN} -y {HOME}/bind.pw", timeout=30)
+
+    def trust_ca_on(self, client: TestHost) -> None:
+        """Add this directory's CA to ``client``'s Debian CA store, as an operator adds a company CA."""
+        trust_ca(
+            client, f"sentry-test-directory-{self.host.address}", self.host.path(f"{HOME}/tls/ca.pem").read_bytes()
+        )
 
     def stop(self) -> None:
         self.host.sh(f"kill $(cat {HOME}/slapd.pid); while test -e {HOME}/slapd.pid; do sleep 0.1; done")
