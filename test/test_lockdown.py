@@ -39,7 +39,7 @@ from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
 
-DIRECTORY_NUMBER, MASTER_NUMBER, REPLICA_NUMBER = 160, 161, 162  # above the benches' 110-159
+DIRECTORY_NUMBER, MASTER_NUMBER, REPLICA_NUMBER = 61, 62, 63  # below 120: + the shard offset (10, 130) stays unique
 ROOT_PASSWORD = "Lock-Root-pw-59"
 TEAM_PASSWORD = "Lock-Team-pw-61"
 CI_PASSWORD = "Lock-Ci-pw-71"
