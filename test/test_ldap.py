@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.client import login_status, sentry_client
+from support.client import login_status, login_token, sentry_client
 from support.cluster import no_route_out
 from support.directory import BIND_DN, GROUPS, PEOPLE, Directory, Person
 from support.host_roots import new_host
@@ -105,12 +105,8 @@ class Deployment:
         return int(answered.stdout), json.loads(body) if body.startswith("{") else {}
 
     def login_header(self, person: Person) -> str:
-        """X-Devpi-Auth for a session of ``person`` (the password on curl's stdin)."""
-        answered = self.host.run(
-            ["curl", "-sS", "-H", "Accept: application/json", "--data-binary", "@-", f"{URL}/+login"],
-            input=json.dumps({"user": person.uid, "password": person.password}),
-        )
-        token = json.loads(answered.stdout)["result"]["password"]
+        """X-Devpi-Auth for a session of ``person``."""
+        token = login_token(self.host, URL, person.uid, person.password)
         return "X-Devpi-Auth: " + base64.b64encode(f"{person.uid}:{token}".encode()).decode()
 
     def upload(self, person: Person, wheel: Path, check: bool = True):

@@ -7,13 +7,12 @@ and servers never touch this machine's own root.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from support.client import pip_install, sentry_client
+from support.client import login_token, pip_install, sentry_client
 from support.debs import build_deb, install_deb
 from support.hosts import TestHostError
 from support.paths import DEFAULT_VERSION, REPO, REVISION
@@ -35,25 +34,6 @@ def tree_snapshot(host, path: str) -> str:
         f"cd {path} && find . -printf '%p %m %s\\n' | sort && find . -type f -print0 | sort -z | xargs -0 -r sha256sum"
     )
     return listed.stdout
-
-
-def login_token(host, url: str, user: str, password: str) -> str:
-    """POST /+login (the password on curl's stdin); the token, or TestHostError when refused."""
-    login = host.run(
-        [
-            "curl",
-            "-fsS",
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "Accept: application/json",
-            "--data-binary",
-            "@-",
-            f"{url}/+login",
-        ],
-        input=json.dumps({"user": user, "password": password}),
-    )
-    return json.loads(login.stdout)["result"]["password"]
 
 
 def init_server(host, serverdir: str, password: str = ROOT_PASSWORD, *extra: str):

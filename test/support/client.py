@@ -8,7 +8,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from support.hosts import TestHost
+from support.hosts import TestHost, TestHostError
 from support.wheels import make_wheel
 
 PIP_VENV = "/tmp/pip-venv"
@@ -27,14 +27,14 @@ def sentry_client(host: TestHost, *args: str, password: str | None = None, check
     )
 
 
-def login_status(host: TestHost, url: str, user: str, password: str) -> int:
-    """The HTTP status of POST ``url``/+login from ``host``, the password on curl's stdin (never its argv)."""
+def log_in(host: TestHost, url: str, user: str, password: str) -> tuple[int, dict]:
+    """POST ``url``/+login from ``host``, the password on curl's stdin (never its argv): status and JSON body."""
     answered = host.run(
         [
             "curl",
             "-sS",
             "-o",
-            "/dev/null",
+            "/tmp/login-answer",
             "-w",
             "%{http_code}",
             "-H",
@@ -47,7 +47,21 @@ def login_status(host: TestHost, url: str, user: str, password: str) -> int:
         ],
         input=json.dumps({"user": user, "password": password}),
     )
-    return int(answered.stdout)
+    body = host.path("/tmp/login-answer").read_text()
+    return int(answered.stdout), json.loads(body) if body.startswith("{") else {}
+
+
+def login_status(host: TestHost, url: str, user: str, password: str) -> int:
+    """The HTTP status of a login from ``host`` (see ``log_in``)."""
+    return log_in(host, url, user, password)[0]
+
+
+def login_token(host: TestHost, url: str, user: str, password: str) -> str:
+    """The token of a login from ``host`` (see ``log_in``), or TestHostError when refused."""
+    status, body = log_in(host, url, user, password)
+    if status != 200:
+        raise TestHostError(f"login as {user} at {url} answered {status}: {body.get('message', body)}")
+    return body["result"]["password"]
 
 
 def upload_as_root(host: TestHost, url: str, password: str, wheel: Path, index: str, bases: str) -> None:
