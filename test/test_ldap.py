@@ -2,10 +2,11 @@
 
 Two test hosts: a directory (Debian's slapd, test/support/directory.py) with
 carol and dave, and the group ``uploaders`` holding carol only; and a sentry
-host whose pillar points devpi-ldap at its ldaps:// URL (its CA added to the
-host's Debian CA store, as a company CA), searching users and groups as a
-service account. The index team/dev lets the group upload
-(``acl_upload: [":uploaders"]``). From inside the sentry host:
+host whose pillar points devpi-ldap at its ldaps:// URL, checked against the
+directory's CA in a file of its own (``auth:ldap:ca_file``; Debian's CA
+store is left as it is), searching users and groups as a service account.
+The index team/dev lets the group upload (``acl_upload: [":uploaders"]``).
+From inside the sentry host:
 
 - carol logs in with her directory password and is made a user at that
   first login; a wrong password and an unknown name are refused;
@@ -17,7 +18,7 @@ service account. The index team/dev lets the group upload
   server log says why (the deb's own plugin: devpi-ldap alone would wait for
   a server forever), local users and root still log in, and carol's session
   from before still reads;
-- with the directory's CA taken out of the host's store, LDAP logins are
+- with a CA file that does not hold the directory's CA, LDAP logins are
   refused: ldaps:// checks the certificate;
 - a second apply changes nothing.
 """
@@ -38,7 +39,7 @@ from support.directory import BIND_DN, GROUPS, PEOPLE, Directory, Person
 from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt, StateRun
-from support.upstream import LOCAL_CA_DIR, LogTail
+from support.upstream import LogTail
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,7 @@ URL = "http://127.0.0.1"
 LDAP_CONFIG = "/etc/sentry/sentry-server-ldap.yaml"
 SERVER_LOG = "/var/log/sentry/sentry-server.log"
 MINION_LOG = f"{MasterlessSalt.CONF}/root/var/log/salt/minion"
+COMPANY_CA = "/etc/ssl/company-ldap-ca.pem"  # auth:ldap:ca_file
 
 
 def ldap_pillar(deb: Path, directory: Directory) -> dict:
@@ -62,7 +64,8 @@ def ldap_pillar(deb: Path, directory: Directory) -> dict:
             "server": {"root_password": ROOT_PASSWORD, "no_root_pypi": True},
             "auth": {
                 "ldap": {
-                    "urls": [directory.tls_url],  # ldaps://, its CA in the host's store
+                    "urls": [directory.tls_url],  # ldaps://, checked against the company CA file
+                    "ca_file": COMPANY_CA,
                     "user_search": {"base": PEOPLE, "filter": "(uid={username})"},
                     "group_search": {"base": GROUPS},
                     "bind_dn": BIND_DN,
@@ -125,7 +128,7 @@ def deployment(sentry_deb):
         for each in (directory_host, host):
             no_route_out(each)
         directory = Directory(directory_host, [CAROL, DAVE], {"uploaders": [CAROL.uid]}, BIND_PASSWORD).start()
-        directory.trust_ca_on(host)
+        host.path(COMPANY_CA).write_bytes(directory.ca_pem)  # the operator's file; Debian's store stays as it is
         salt = MasterlessSalt(host, ldap_pillar(sentry_deb, directory))
         first = salt.apply("sentry")
         assert first.succeeded, first.failed or first.errors
@@ -195,17 +198,15 @@ def test_with_the_directory_down_ldap_logins_fail_root_and_sessions_go_on(deploy
     assert login_status(host, URL, CAROL.uid, CAROL.password) == 200
 
 
-def test_a_directory_whose_certificate_the_host_does_not_trust_is_refused(deployment):
+def test_a_directory_whose_certificate_the_ca_file_does_not_vouch_for_is_refused(deployment):
     host, directory = deployment.host, deployment.directory
-    trusted = host.path(f"{LOCAL_CA_DIR}/sentry-test-directory-{directory.host.address}.crt")
-    kept = trusted.read_bytes()
-    trusted.unlink()
-    host.run(["update-ca-certificates", "--fresh"])
+    ca_file = host.path(COMPANY_CA)
+    debians = host.path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
+    ca_file.write_bytes(debians)  # Debian's CAs, not the directory's
     try:
         assert login_status(host, URL, CAROL.uid, CAROL.password) == 401  # ldaps:// checks the certificate
     finally:
-        directory.trust_ca_on(host)
-    assert trusted.read_bytes() == kept
+        ca_file.write_bytes(directory.ca_pem)
     assert login_status(host, URL, CAROL.uid, CAROL.password) == 200
 
 

@@ -6,8 +6,7 @@ package's. Anonymous clients may only bind: reading needs a bind, as the
 service account ``cn=sentry,ou=services,...`` does for sentry's searches.
 Passwords are stored in clear (slapd compares them on bind), each user's
 password is ``<Name>-ldap-pw-<n>``. It answers ldap:// (``url``) and
-ldaps:// (``tls_url``), whose certificate a CA of its own signs: a client
-host trusts it as a company CA (``trust_ca_on``).
+ldaps:// (``tls_url``), whose certificate a CA of its own signs (``ca_pem``).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from support.hosts import TestHost
-from support.upstream import MAKE_CERTIFICATES, trust_ca
+from support.upstream import MAKE_CERTIFICATES
 
 SUFFIX = "dc=example,dc=org"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -100,11 +99,10 @@ access to * by users read by * none
         self.host.run(["slapd", "-f", f"{HOME}/slapd.conf", "-h", listen])
         self.host.wait_for(f"ldapwhoami -x -H ldap://127.0.0.1:{PORT} -D {BIND_DN} -y {HOME}/bind.pw", timeout=30)
 
-    def trust_ca_on(self, client: TestHost) -> None:
-        """Add this directory's CA to ``client``'s Debian CA store, as an operator adds a company CA."""
-        trust_ca(
-            client, f"sentry-test-directory-{self.host.address}", self.host.path(f"{HOME}/tls/ca.pem").read_bytes()
-        )
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA that signs the ldaps:// certificate, PEM."""
+        return self.host.path(f"{HOME}/tls/ca.pem").read_bytes()
 
     def stop(self) -> None:
         self.host.sh(f"kill $(cat {HOME}/slapd.pid); while test -e {HOME}/slapd.pid; do sleep 0.1; done")
