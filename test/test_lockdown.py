@@ -18,6 +18,11 @@ uploads to team/dev (``acl_upload: [":uploaders"]``) through the master.
   installs from it and not from team/prod's; CI's own user (named in
   acl_upload) uploads with a token; carol's token, which carries no
   directory group, may not upload where only her group may;
+- in a real browser (headless Chromium, on this machine, over the bridge):
+  an index's address leads to the themed login page (screenshot: the
+  theme's colours are on it), carol's login leads back to the index, and
+  every page the theme draws says sentry, never devpi (window title,
+  header, breadcrumb);
 - a second apply changes nothing on either node.
 """
 
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.browser import Browser, png_colours
 from support.client import pip_install, sentry_client
 from support.cluster import no_route_out
 from support.directory import BIND_DN, GROUPS, PEOPLE, Directory, Person
@@ -48,6 +54,8 @@ SECRET = secrets.token_urlsafe(32)
 CAROL = Person("carol", "Carol-lock-pw-1")
 FRONT_PORT = 8080
 WHEEL = ("lock-probe", "1.0")
+THEME_TITLE = "sentry"  # sentry:theme:title's default
+THEME_BLUE = (31, 78, 121)  # #1f4e79: the login form's border and button in the theme's style.css
 SERVERDIR = "/var/lib/sentry/data"
 
 
@@ -220,6 +228,50 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     master.path("/tmp").joinpath(other_wheel.name).write_bytes(other_wheel.read_bytes())
     refused = sentry_client(master, "upload", f"/tmp/{other_wheel.name}", check=False)
     assert refused.returncode != 0, refused.stdout
+
+
+def assert_says_sentry(browser: Browser, page: str) -> None:
+    """The page names itself as the theme does: window title, header and the breadcrumb's first step."""
+    assert browser.title.startswith(THEME_TITLE) and "devpi" not in browser.title.lower(), (page, browser.title)
+    assert browser.text("h1.sentry-theme") == THEME_TITLE, page
+    assert browser.text("#navigation a") == THEME_TITLE, page
+
+
+def test_a_browser_logs_in_on_the_themed_page_and_lands_on_the_index(locked, tmp_path):
+    site = f"http://{locked.master.address}"
+    with Browser([locked.master.address]) as browser:
+        browser.open(f"{site}/team/dev/")
+        assert browser.url == f"{site}/+login?goto_url=/team/dev/"
+        assert browser.title == f"{THEME_TITLE} - Log in"
+        assert_says_sentry(browser, "login")
+        assert png_colours(browser.screenshot(tmp_path / "login.png"))[THEME_BLUE] > 2000, "the theme's style is not on"
+
+        browser.type("#username", CAROL.uid)
+        browser.type("#password", "not-her-password")
+        browser.click("button[name=submit]")
+        browser.wait_until(lambda: "Invalid credentials" in browser.text("#content"), "the login refused")
+        assert browser.url == f"{site}/+login?goto_url=/team/dev/"
+
+        browser.type("#username", CAROL.uid)
+        browser.type("#password", CAROL.password)
+        browser.click("button[name=submit]")
+        browser.wait_for_url(f"{site}/team/dev")
+        assert WHEEL[0] in browser.text("#content")
+        browser.screenshot(tmp_path / "index.png")
+        assert "devpi" not in browser.title.lower() and browser.text("#navigation a") == THEME_TITLE
+
+        for page, title in (
+            ("/", THEME_TITLE),
+            ("/team", f"{THEME_TITLE} - team"),
+            ("/team/no-such-index/", f"{THEME_TITLE} - Not Found"),
+            ("/+searchhelp", f"{THEME_TITLE} - How to search"),
+            ("/+logout", f"{THEME_TITLE} - Log out"),
+        ):
+            browser.open(site + page)
+            assert browser.title == title, page
+            assert_says_sentry(browser, page)
+        browser.open(f"{site}/")
+        assert "team/dev" in browser.text("table.sentry-indexes")
 
 
 def test_a_second_apply_changes_nothing(locked):
