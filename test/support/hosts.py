@@ -88,16 +88,25 @@ BRIDGE_PREFIX6 = 64
 # after this; a second run on the machine at the same time takes another range,
 # e.g. SENTRY_TEST_HOST_OFFSET=130 (the numbers must stay below 255).
 HOST_OFFSET = int(os.environ.get("SENTRY_TEST_HOST_OFFSET", "10"))
+# script/test's shards each take this many numbers from their offset on: a number past it would be the
+# other shard's. Unset outside script/test (benchmarks use 110 and above, alone on the machine).
+HOST_SPAN = int(os.environ.get("SENTRY_TEST_HOST_SPAN", "0"))
+
+
+def _host_byte(number: int) -> int:
+    if HOST_SPAN and not 0 < number < HOST_SPAN:
+        raise ValueError(f"host number {number}: a shard of script/test owns host numbers 1-{HOST_SPAN - 1} only")
+    if not 0 < HOST_OFFSET + number < 255:
+        raise ValueError(f"host number {number} + SENTRY_TEST_HOST_OFFSET={HOST_OFFSET} leaves 10.231.7.0/24")
+    return HOST_OFFSET + number
 
 
 def host_address(number: int) -> str:
-    if not 0 < HOST_OFFSET + number < 255:
-        raise ValueError(f"host number {number} + SENTRY_TEST_HOST_OFFSET={HOST_OFFSET} leaves 10.231.7.0/24")
-    return f"10.231.7.{HOST_OFFSET + number}"
+    return f"10.231.7.{_host_byte(number)}"
 
 
 def host_address6(number: int) -> str:
-    return f"fd5e:7e57:0:7::{HOST_OFFSET + number:x}"
+    return f"fd5e:7e57:0:7::{_host_byte(number):x}"
 
 
 def ensure_bridge() -> None:
