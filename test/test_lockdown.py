@@ -13,7 +13,9 @@ uploads to team/dev (``acl_upload: [":uploaders"]``) through the master.
   which answers;
 - carol's pip installs with her directory password in the index URL,
   through the front and from the replica; a wrong password is refused;
-- the replica copies the upload through the locked master;
+- the replica copies the upload through the locked master, and the
+  upgrade orchestration's wait for a replica (sentry_upgrade.wait_synced,
+  reading the master's /+status through its nginx) works;
 - tokens (devpi-tokens): carol's token limited to pkg_read on team/dev
   installs from it and not from team/prod's; CI's own user (named in
   acl_upload) uploads with a token made by sentry_tokens.create (in a 0600
@@ -181,6 +183,10 @@ def test_a_browser_is_sent_to_the_login_page(locked):
 def test_carol_installs_with_her_password_through_the_front_and_from_the_replica(locked):
     master, replica = locked.master, locked.replica
     replica.wait_for(f"test -f {SERVERDIR}/+files{locked.file_path}", timeout=90)  # replicated through the lock
+    # The upgrade orchestration's one read across nodes: a replica's wait for its master (/+status, through
+    # the master's locked nginx; every other step talks to the node's own server).
+    synced = json.loads(locked.salts["replica"].call("sentry_upgrade.wait_synced", "timeout=60").stdout)["local"]
+    assert synced["up"] and synced["role"] == "replica", synced
     for where, host, index_host in (
         ("front", master, f"127.0.0.1:{FRONT_PORT}"),
         ("replica", replica, "127.0.0.1"),
@@ -235,6 +241,7 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
         master, f"http://ci:{uploads}@127.0.0.1/team/dev/+simple/", "lock-by-token", "/tmp/revoked", check=False
     )
     assert refused.returncode != 0, "a revoked token still reads"
+    sentry_client(master, "logoff")  # the client still holds the revoked token: every request would be refused
     # carol's token carries no group: her upload to team/dev (uploaders) is refused, as README says.
     carols = make_token(master, CAROL.uid, "/tmp/carol-up.token", "-a", "upload", "-i", "team/dev")
     assert carols
