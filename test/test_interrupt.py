@@ -102,6 +102,7 @@ def start_inner_run(workdir: Path, prefix: str, markers: list[Path], log: Path, 
         test_files[-1].write_text(INNER_TEST.format(address=INNER_ADDRESSES[number], marker=str(marker)))
     env = {**os.environ, "SENTRY_TEST_PREFIX": prefix, "PYTHONPATH": str(REPO / "test")}
     env["SENTRY_TEST_HOST_OFFSET"] = str(HOST_OFFSET)
+    env["SENTRY_TEST_HOST_SPAN"] = "0"  # its addresses are INNER_ADDRESSES, whatever its shard's numbers
     options = ["-p", "conftest", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", str(workdir), "-q"]
     if launcher == "pytest":
         # Short: the salt-master's unix sockets lie below it, and their paths may have 107 characters at most.
