@@ -47,6 +47,7 @@ pytestmark = pytest.mark.slow
 
 # Bridge host numbers of this module: away from the rest of the suite (1-60).
 UPSTREAM_NUMBER, SENTRY_NUMBER, PROXY_NUMBER, DEFAULT_UPSTREAM_NUMBER, FIRST_START_NUMBER = 100, 101, 102, 103, 104
+CA_BUNDLE_NUMBER = 109  # beside test_cache's 105-106 and test_ldap's 107-108
 # devpi-init makes root/pypi with PyPI's URL, which is also the formula's default mirror:url.
 DEFAULT_MIRROR_URL = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"]["mirror"]["url"]
 ROOT_PASSWORD = "Mirror-Root-pw-73"
@@ -473,6 +474,29 @@ def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, ups
         installed = install(host, ROOT_PYPI, "python-dateutil", target="/tmp/without-list")
         assert {name.split("-")[0] for name in installed.files} >= {"python_dateutil", "six"}, installed.files
         assert " /simple/ " not in company.new()
+
+
+def test_mirror_ca_bundle_trusts_the_upstream_with_the_hosts_store_left_alone(sentry_deb, upstream):
+    """mirror:ca_bundle: the company's CA in a file of the host's own, Debian's CA store as it came.
+
+    The server's environment names the file (SSL_CERT_FILE), so the mirror
+    trusts the upstream while everything else on the host does not (curl
+    there still refuses it): the CA reaches only the server.
+    """
+    with new_host("mirror-bundle", address=host_address(CA_BUNDLE_NUMBER)) as host:
+        no_route_out(host)
+        bundle = "/etc/ssl/company-upstream-ca.pem"
+        host.path(bundle).write_bytes(upstream.ca_pem)
+        untrusted = host.run(["curl", "-sS", "-o", "/dev/null", upstream.url], check=False)
+        assert untrusted.returncode == 60, untrusted.stderr  # the host's own store does not hold the CA
+        salt = MasterlessSalt(host, mirror_pillar(sentry_deb, upstream, ca_bundle=bundle))
+        applied = salt.apply("sentry")
+        assert applied.succeeded, applied.failed or applied.errors
+        program = host.path("/etc/supervisor/conf.d/sentry-server.conf").read_text()
+        assert f'SSL_CERT_FILE="{bundle}"' in program, program
+        installed = install(host, ROOT_PYPI, "six", target="/tmp/with-bundle")
+        assert set(installed.files) == {SIX}, installed.files
+        assert host.run(["curl", "-sS", "-o", "/dev/null", upstream.url], check=False).returncode == 60
 
 
 def test_reapply_changes_nothing(deployment, upstream):
