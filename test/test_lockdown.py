@@ -18,9 +18,9 @@ uploads to team/dev (``acl_upload: [":uploaders"]``) through the master.
   reading the master's /+status through its nginx) works;
 - tokens (devpi-tokens): carol's token limited to pkg_read on team/dev
   installs from it and not from team/prod's; CI's own user (named in
-  acl_upload) uploads with a token made by sentry_tokens.create (in a 0600
+  acl_upload) uploads with a token made by sentry_admin.token_create (in a 0600
   file, not in Salt's output), which installs nothing once revoked by
-  sentry_tokens.delete; carol's token, which carries no directory group,
+  sentry_admin.token_delete; carol's token, which carries no directory group,
   may not upload where only her group may;
 - in a real browser (headless Chromium, on this machine, over the bridge):
   an index's address leads to the themed login page (screenshot: the
@@ -219,15 +219,15 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     assert other.returncode != 0, "a token for team/prod read team/dev"
 
     # CI's own user, named in acl_upload, uploads with a token limited to team/dev, made through Salt
-    # (sentry_tokens.create): the token goes to a file only root reads, never into Salt's output.
+    # (sentry_admin.token_create): the token goes to a file only root reads, never into Salt's output.
     made = locked.salts["master"].call(
-        "sentry_tokens.create", "ci", "/tmp/ci.token", "indexes=team/dev", "allowed=upload,pkg_read", "expires=1h"
+        "sentry_admin.token_create", "ci", "/tmp/ci.token", "indexes=team/dev", "allowed=upload,pkg_read", "expires=1h"
     )
     uploads = master.path("/tmp/ci.token").read_text().strip()
     assert uploads.startswith("devpi-") and uploads not in made.stdout + made.stderr
     assert master.run(["stat", "-c", "%a", "/tmp/ci.token"]).stdout.strip() == "600"
     token_id = json.loads(made.stdout)["local"]["id"]
-    assert token_id in json.loads(locked.salts["master"].call("sentry_tokens.list", "ci").stdout)["local"]
+    assert token_id in json.loads(locked.salts["master"].call("sentry_admin.token_list", "ci").stdout)["local"]
     wheel = make_wheel(tmp_path, "lock-by-token", "1.0")
     master.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
     sentry_client(master, "logoff")
@@ -235,7 +235,7 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     sentry_client(master, "upload", f"/tmp/{wheel.name}")
     pip_install(master, f"http://ci:{uploads}@127.0.0.1/team/dev/+simple/", "lock-by-token", "/tmp/by-ci")
     # Revoked, it installs nothing more.
-    revoked = locked.salts["master"].call("sentry_tokens.delete", "ci", token_id)
+    revoked = locked.salts["master"].call("sentry_admin.token_delete", "ci", token_id)
     assert json.loads(revoked.stdout)["local"] is True
     refused = pip_install(
         master, f"http://ci:{uploads}@127.0.0.1/team/dev/+simple/", "lock-by-token", "/tmp/revoked", check=False

@@ -1,4 +1,4 @@
-"""sentry_tokens.create refuses bad limits before it asks the server anything (no host, no server here).
+"""sentry_admin.token_create refuses bad limits before it asks the server anything (no host, no server here).
 
 Tokens made, used and revoked on a real server: test_lockdown.
 """
@@ -11,7 +11,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 from support.loading import load
 
-tokens = load("_modules/sentry_tokens.py", "sentry_tokens_unit")
+admin = load("_modules/sentry_admin.py", "sentry_admin_tokens_unit")
 
 
 @pytest.mark.parametrize(
@@ -28,10 +28,10 @@ tokens = load("_modules/sentry_tokens.py", "sentry_tokens_unit")
 )
 def test_bad_limits_are_refused_naming_what_is_wrong(arguments, message):
     with pytest.raises(CommandExecutionError) as refused:
-        tokens.create(**{"user": "ci", "path": "/tmp/ci.token", **arguments})
+        admin.token_create(**{"user": "ci", "path": "/tmp/ci.token", **arguments})
     assert message in str(refused.value)
 
 
 @pytest.mark.parametrize(("expires", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("45m", 2700), (3600, 3600)])
 def test_expiry_is_a_time_from_now(expires, seconds):
-    assert abs(tokens._expires_at(expires) - (time.time() + seconds)) < 5
+    assert abs(admin._expires_at(expires) - (time.time() + seconds)) < 5
