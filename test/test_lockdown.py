@@ -279,7 +279,7 @@ def test_a_browser_logs_in_on_the_themed_page_and_lands_on_the_index(locked, tmp
         browser.type("#password", CAROL.password)
         browser.click("button[name=submit]")
         browser.wait_for_url(f"{site}/team/dev")
-        assert WHEEL[0] in browser.text("#content")
+        browser.wait_until(lambda: WHEEL[0] in browser.text("#content"), "the index page lists the wheel")
         browser.screenshot(tmp_path / "index.png")
         assert "devpi" not in browser.title.lower() and browser.text("#navigation a") == THEME_TITLE
 

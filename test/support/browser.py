@@ -31,6 +31,15 @@ WINDOW = (1000, 700)
 class BrowserError(RuntimeError):
     """The browser or chromedriver refused a command; the message holds WebDriver's answer."""
 
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.error = error  # WebDriver's error code, e.g. "stale element reference"
+
+
+# While a submitted form's next page loads, an element found on the old page
+# goes stale or is not there yet: a condition waited for is then not met yet.
+PAGE_CHANGING = {"stale element reference", "no such element"}
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -102,7 +111,8 @@ class Browser:
                 return json.load(answer)["value"]
         except urllib.error.HTTPError as refused:
             value = json.load(refused).get("value", {})
-            raise BrowserError(f"{method} {path}: {value.get('error')}: {value.get('message', '')[:500]}") from None
+            error = value.get("error", "")
+            raise BrowserError(f"{method} {path}: {error}: {value.get('message', '')[:500]}", error) from None
 
     def _session(self, method: str, path: str, body: dict | None = None):
         return self._call(method, f"/session/{self.session}{path}", body)
@@ -118,10 +128,19 @@ class Browser:
     def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
         """Wait for ``condition`` (a click that submits a form returns before the next page shows)."""
         deadline = time.monotonic() + timeout
-        while not condition():
+        while not self._holds(condition):
             if time.monotonic() > deadline:
                 raise BrowserError(f"not after {timeout} s: {what} (the browser shows {self.url})")
             time.sleep(0.1)
+
+    @staticmethod
+    def _holds(condition: Callable[[], bool]) -> bool:
+        try:
+            return condition()
+        except BrowserError as refused:
+            if refused.error in PAGE_CHANGING:
+                return False
+            raise
 
     def wait_for_url(self, url: str, timeout: float = 30) -> None:
         self.wait_until(lambda: self.url == url, f"the browser at {url}", timeout)
