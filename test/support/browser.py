@@ -36,11 +36,6 @@ class BrowserError(RuntimeError):
         self.error = error  # WebDriver's error code, e.g. "stale element reference"
 
 
-# While a submitted form's next page loads, an element found on the old page
-# goes stale or is not there yet: a condition waited for is then not met yet.
-PAGE_CHANGING = {"stale element reference", "no such element"}
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -126,21 +121,26 @@ class Browser:
         return self._session("GET", "/url")
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-        """Wait for ``condition`` (a click that submits a form returns before the next page shows)."""
-        deadline = time.monotonic() + timeout
-        while not self._holds(condition):
-            if time.monotonic() > deadline:
-                raise BrowserError(f"not after {timeout} s: {what} (the browser shows {self.url})")
-            time.sleep(0.1)
+        """Wait for ``condition`` (a click that submits a form returns before the next page shows).
 
-    @staticmethod
-    def _holds(condition: Callable[[], bool]) -> bool:
-        try:
-            return condition()
-        except BrowserError as refused:
-            if refused.error in PAGE_CHANGING:
-                return False
-            raise
+        While the next page replaces the old one, what the condition reads may be refused: an
+        element found on the old page is stale, or gone from the document, or not there yet
+        (chromedriver words these several ways). Such a refusal counts as not yet; the last one
+        is told if the wait runs out.
+        """
+        deadline = time.monotonic() + timeout
+        refused: BrowserError | None = None
+        while True:
+            try:
+                if condition():
+                    return
+            except BrowserError as exc:
+                refused = exc
+            if time.monotonic() > deadline:
+                raise BrowserError(
+                    f"not after {timeout} s: {what} (the browser shows {self.url}; last refusal: {refused})"
+                )
+            time.sleep(0.1)
 
     def wait_for_url(self, url: str, timeout: float = 30) -> None:
         self.wait_until(lambda: self.url == url, f"the browser at {url}", timeout)
