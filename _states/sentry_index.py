@@ -15,37 +15,23 @@ Changes are made as root, with the password the state reads from pillar
 
 from __future__ import annotations
 
-import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "sentry_index"
 
 ROOT_PILLAR = "sentry:server:root_password"  # where root's password is read from
-PLANNED_STARTS = "sentry_program.planned_starts"  # in __context__: programs a dry run would (re)start
-ROOT_PLANNED = "sentry_user.root_password_planned"  # in __context__: a dry run would set root's password first
 
 
 def __virtual__():
     return __virtualname__
 
 
-def _start_planned() -> bool:
-    """Whether a dry run of this run would (re)start the server (sentry_program records it)."""
-    return bool(__context__.get(PLANNED_STARTS))
-
-
 def _failed(ret: dict, exc: Exception, url: str | None) -> dict:
-    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"], _start_planned(), url)
+    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"], __context__, url)
 
 
 def _root_password(pillar_key: str) -> str | None:
-    return salt.utils.data.traverse_dict_and_list(__pillar__, pillar_key, None) or None
-
-
-def _check_root(root_password_pillar: str, url: str | None) -> None:
-    __utils__["sentry_state.check_root"](
-        _root_password(root_password_pillar), root_password_pillar, url, bool(__context__.get(ROOT_PLANNED))
-    )
+    return __utils__["sentry_state.pillar_secret"](__pillar__, pillar_key)
 
 
 def present(
@@ -97,7 +83,7 @@ def present(
         if not ret["changes"]:
             return ret
         if __opts__["test"]:
-            _check_root(root_password_pillar, url)
+            __utils__["sentry_state.check_root"](__pillar__, root_password_pillar, url, __context__)
             return {
                 **ret,
                 "result": None,
@@ -150,9 +136,8 @@ def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_P
         lambda: __salt__["sentry_admin.index_get"](name, url=url),
         lambda: __salt__["sentry_admin.index_delete"](name, url=url, root_password=root_password),
         test=__opts__["test"],
-        root_password=root_password,
+        pillar=__pillar__,
         root_key=root_password_pillar,
-        start_planned=_start_planned(),
+        context=__context__,
         url=url,
-        root_planned=bool(__context__.get(ROOT_PLANNED)),
     )

@@ -33,7 +33,6 @@ __virtualname__ = "sentry_program"
 
 DEFAULT_SOCKET = "/var/run/supervisor.sock"
 RESTARTED = "sentry_program.restarted"
-PLANNED_STARTS = "sentry_program.planned_starts"
 
 
 def __virtual__():
@@ -82,7 +81,7 @@ def _pending_config_unread(api, name: str, conf_file: str) -> str | None:
 
 def _plan_start(name: str) -> None:
     """Record that a dry run would (re)start ``name``: sentry_user and sentry_index read it."""
-    __context__[PLANNED_STARTS] = __context__.get(PLANNED_STARTS, set()) | {name}
+    __utils__["sentry_state.plan_start"](__context__, name)
 
 
 def _apply_config(api, name: str, pending: str) -> None:

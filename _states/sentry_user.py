@@ -23,39 +23,23 @@ holds:
 
 from __future__ import annotations
 
-import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "sentry_user"
 
 ROOT_PILLAR = "sentry:server:root_password"  # where root's password is read from
-PLANNED_STARTS = "sentry_program.planned_starts"  # in __context__: programs a dry run would (re)start
-ROOT_PLANNED = "sentry_user.root_password_planned"  # in __context__: a dry run would set root's password first
 
 
 def __virtual__():
     return __virtualname__
 
 
-def _start_planned() -> bool:
-    """Whether a dry run of this run would (re)start the server (sentry_program records it)."""
-    return bool(__context__.get(PLANNED_STARTS))
-
-
 def _failed(ret: dict, exc: Exception, url: str | None) -> dict:
-    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"], _start_planned(), url)
+    return __utils__["sentry_state.failed"](ret, exc, __opts__["test"], __context__, url)
 
 
 def _password(pillar_key: str | None) -> str | None:
-    if not pillar_key:
-        return None
-    return salt.utils.data.traverse_dict_and_list(__pillar__, pillar_key, None) or None
-
-
-def _check_root(root_password_pillar: str, url: str | None) -> None:
-    __utils__["sentry_state.check_root"](
-        _password(root_password_pillar), root_password_pillar, url, bool(__context__.get(ROOT_PLANNED))
-    )
+    return __utils__["sentry_state.pillar_secret"](__pillar__, pillar_key)
 
 
 def present(
@@ -92,7 +76,7 @@ def present(
         if not ret["changes"]:
             return ret
         if __opts__["test"]:
-            _check_root(root_password_pillar, url)
+            __utils__["sentry_state.check_root"](__pillar__, root_password_pillar, url, __context__)
             return {
                 **ret,
                 "result": None,
@@ -133,7 +117,7 @@ def root_password(
             return ret
         ret["changes"] = {"password": {"old": "<hidden>", "new": "<hidden>"}}
         if __opts__["test"]:
-            __context__[ROOT_PLANNED] = True  # the states after this one would log in with the new password
+            __utils__["sentry_state.plan_root_password"](__context__)
             return {
                 **ret,
                 "result": None,
@@ -165,9 +149,8 @@ def absent(name: str, url: str | None = None, root_password_pillar: str = ROOT_P
         lambda: __salt__["sentry_admin.user_get"](name, url=url),
         lambda: __salt__["sentry_admin.user_delete"](name, url=url, root_password=root_password),
         test=__opts__["test"],
-        root_password=root_password,
+        pillar=__pillar__,
         root_key=root_password_pillar,
-        start_planned=_start_planned(),
+        context=__context__,
         url=url,
-        root_planned=bool(__context__.get(ROOT_PLANNED)),
     )

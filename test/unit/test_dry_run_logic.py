@@ -103,7 +103,10 @@ def supervisor():
 @pytest.fixture
 def configure_loader_modules(server, supervisor):
     utils = {
-        **{f"sentry_state.{f}": getattr(state_utils, f) for f in ("failed", "check_root", "absent")},
+        **{
+            f"sentry_state.{f}": getattr(state_utils, f)
+            for f in ("failed", "check_root", "absent", "plan_start", "plan_root_password", "pillar_secret")
+        },
         **{f"sentry_supervisor.{f}": getattr(supervisor_utils, f) for f in ("state", "is_running")},
         "sentry_supervisor.connect": lambda path, wait: supervisor,
         "sentry_journal.read": lambda serverdir: None,  # no import or upgrade was interrupted there
@@ -128,8 +131,7 @@ def configure_loader_modules(server, supervisor):
 
 def plan_start() -> None:
     """What sentry_program.running records when a dry run would (re)start the server."""
-    assert user_state.PLANNED_STARTS == index_state.PLANNED_STARTS == program_state.PLANNED_STARTS
-    user_state.__context__[program_state.PLANNED_STARTS] = {"sentry-server"}
+    state_utils.plan_start(user_state.__context__, "sentry-server")
 
 
 def make_dora():
@@ -165,7 +167,6 @@ def test_a_new_root_password_is_planned_and_the_changes_after_it_too(server):
     rotation = user_state.root_password("root", url=URL)
     assert rotation["result"] is None and "would be set" in rotation["comment"], rotation
     assert rotation["changes"] == {"password": {"old": "<hidden>", "new": "<hidden>"}}
-    assert user_state.ROOT_PLANNED == index_state.ROOT_PLANNED
     for ret in (
         make_dora(),
         index_state.present("dora/dev", bases=[], url=URL),
@@ -178,7 +179,7 @@ def test_a_new_root_password_is_planned_and_the_changes_after_it_too(server):
 def test_roots_password_as_in_pillar_is_left_alone(server):
     ret = user_state.root_password("root", url=URL)
     assert ret["result"] is True and ret["changes"] == {}, ret
-    assert user_state.ROOT_PLANNED not in user_state.__context__
+    assert state_utils.ROOT_PLANNED not in user_state.__context__
 
 
 def test_no_root_password_names_the_pillar_key():
@@ -246,7 +247,7 @@ def test_a_dry_run_compares_the_file_with_the_programs_start_and_only_reads(conf
     assert ret["changes"] == changes
     assert ret["result"] is (None if changes else True)
     assert set(supervisor.calls) == {"getProcessInfo"}
-    planned = program_state.__context__.get(program_state.PLANNED_STARTS, set())
+    planned = program_state.__context__.get(state_utils.PLANNED_STARTS, set())
     assert planned == ({"sentry-server"} if changes else set())
 
 
@@ -254,7 +255,7 @@ def test_a_watched_change_plans_a_restart(supervisor):
     supervisor.started = 2000
     ret = program_state.mod_watch("sentry-server", conf_file="/nonexistent")
     assert ret["result"] is None and ret["comment"] == "sentry-server would be restarted"
-    assert program_state.__context__[program_state.PLANNED_STARTS] == {"sentry-server"}
+    assert program_state.__context__[state_utils.PLANNED_STARTS] == {"sentry-server"}
     assert supervisor.calls == []
 
 
