@@ -411,7 +411,7 @@ def wait_synced(timeout: float = 600, instance: str | None = None) -> dict:
     """
     config = _settings(instance)
     master_url = _master_url(config)
-    master_ = __utils__["sentry_api.master_status"](master_url)
+    master_ = __utils__["sentry_api.master_status"](master_url, config.get("ca_file", ""))
     return __utils__["sentry_api.wait_follows"](_status_reader(config), master_, master_url, timeout)
 
 
@@ -448,7 +448,7 @@ def replica(
     config = _settings(instance)
     master_url = _master_url(config)
     recovered, before_version = _begin(config)
-    master_ = __utils__["sentry_api.master_status"](master_url)
+    master_ = __utils__["sentry_api.master_status"](master_url, config.get("ca_file", ""))
     current = _status(config)
     if before_version == version and current["up"] and __utils__["sentry_api.follows"](current, master_):
         return {"changed": False, "role": "replica", "version": {"old": before_version, "new": version}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -20,16 +21,23 @@ HTTP_TIMEOUT = 30
 
 
 def request(
-    method: str, url: str, body: dict | None = None, auth: str | None = None, timeout: float = HTTP_TIMEOUT
+    method: str,
+    url: str,
+    body: dict | None = None,
+    auth: str | None = None,
+    timeout: float = HTTP_TIMEOUT,
+    ca_file: str = "",
 ) -> tuple[int, dict]:
-    """One JSON request; returns (status, decoded body)."""
+    """One JSON request; returns (status, decoded body). An https URL is checked against ``ca_file``
+    (the instance's, from sentry:mirror), else the host's CA store."""
     headers = {"Accept": "application/json", "Content-Type": "application/json"}
     if auth:
         headers["X-Devpi-Auth"] = auth
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) URL
+    context = ssl.create_default_context(cafile=ca_file) if ca_file and url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:
@@ -104,9 +112,9 @@ def status(base: str) -> dict:
     return describe_status(base, get(f"{base}/+status", f"GET {base}/+status"))
 
 
-def master_status(master_url: str) -> dict:
-    """The master's raw /+status result as its replicas see it (through its nginx)."""
-    code, body = request("GET", f"{master_url.rstrip('/')}/+status")
+def master_status(master_url: str, ca_file: str = "") -> dict:
+    """The master's raw /+status result as its replicas see it (through its nginx, trusting ``ca_file``)."""
+    code, body = request("GET", f"{master_url.rstrip('/')}/+status", ca_file=ca_file)
     if code != 200:
         raise CommandExecutionError(f"the master at {master_url} answered {code} to /+status")
     return body["result"]

@@ -150,6 +150,22 @@ CASES = [
         "sentry:server:secret (the master's secret) is required for a replica",
         REPLICA_WITHOUT_SECRET,
     ),
+    Case(
+        "ca-certificate-not-pem",
+        "sentry:mirror:ca_certificates:example-corp must be a PEM certificate",
+        {"mirror": {"ca_certificates": {"example-corp": "/usr/local/share/ca-certificates/example-corp.crt"}}},
+    ),
+    Case(
+        "ca-certificate-broken",
+        "sentry:mirror:ca_certificates:example-corp is no CA certificate TLS can load",
+        {
+            "mirror": {
+                "ca_certificates": {
+                    "example-corp": "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+                }
+            }
+        },
+    ),
     Case("theme-dir-missing", "sentry:theme:dir must be an absolute path", {"theme": {"dir": ""}}),
     Case(
         "theme-source-missing",

@@ -33,7 +33,7 @@ from support.cluster import no_route_out
 from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt, StateRun
-from support.upstream import LogTail, Upstream, server_requests, trust_upstream_ca, upstream_wheels
+from support.upstream import LogTail, Upstream, server_requests, upstream_wheels
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,11 @@ def cache_pillar(deb: Path, upstream: Upstream) -> dict:
         "sentry": {
             "package": {"source": "deb", "deb": str(deb)},
             "server": {"root_password": ROOT_PASSWORD, "role": "primary", "threads": 20},
-            "mirror": {"url": upstream.url, "cache_expiry": CACHE_EXPIRY},
+            "mirror": {
+                "url": upstream.url,
+                "cache_expiry": CACHE_EXPIRY,
+                "ca_certificates": upstream.ca_certificates(),
+            },
             "nginx": {"client_max_body_size": BODY_LIMIT, "cache": {"seconds": 600}},
             "front": {"master": "127.0.0.1:80", "port": FRONT_PORT},
             "bootstrap": {
@@ -142,7 +146,6 @@ def upstream():
 def deployment(sentry_deb, upstream):
     with new_host("cache", address=host_address(SENTRY_NUMBER)) as host:
         no_route_out(host)
-        trust_upstream_ca(host, upstream)
         salt = MasterlessSalt(host, cache_pillar(sentry_deb, upstream))
         node = salt.apply("sentry")
         assert node.succeeded, node.failed or node.errors

@@ -11,7 +11,11 @@ from support.paths import REPO
 sys.path.insert(0, str(REPO / "script"))
 import pillar_table
 
-FREE_FORM = ("bootstrap:users", "bootstrap:indexes")  # their keys are names the operator chooses
+FREE_FORM = (
+    "bootstrap:users",
+    "bootstrap:indexes",
+    "mirror:ca_certificates",
+)  # their keys are names the operator chooses
 
 
 def keys(tree: dict) -> set[str]:

@@ -12,8 +12,9 @@ them there.
 
 One ``salt 'sentry-*' state.apply sentry`` deploys all three; then staging
 gets a replica, sentry-staging-replica-1 (staging's nodegroup and its
-replicas' file; its own pillar names its master by address, and its host
-trusts staging's CA through Debian's CA store, as a company CA is trusted).
+replicas' file; its own pillar names its master by address, and gives its
+server staging's CA, as a company CA reaches a server from pillar, through
+mirror:ca_certificates, with the host's CA store left as Debian made it).
 Then, from
 outside (this process, over the bridge): each serves its own theme title;
 dev lets a new user register and make an index, prod refuses its own user
@@ -50,7 +51,7 @@ from support.cluster import SaltCluster, changed, failed
 from support.debs import deb_version
 from support.hosts import TestHost, host_address
 from support.paths import REPO
-from support.upstream import MAKE_CERTIFICATES, trust_ca
+from support.upstream import MAKE_CERTIFICATES
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,14 @@ def host_only_pillar(version: str, addresses: dict[str, str]) -> dict[str, dict]
     pillars["staging"]["sentry"]["nginx"] = {"replica_addresses": [addresses[REPLICA]]}
     pillars[REPLICA] = {"sentry": {**package, "server": {"master_url": f"https://{addresses['staging']}"}}}
     return {MINIONS[name]: pillar for name, pillar in pillars.items()}
+
+
+REPLICA_CA_FILE = "/etc/sentry/sentry-server-ca.pem"  # what mirror:ca_certificates makes there
+
+
+def replica_mirror(staging_ca: Path) -> dict:
+    """The replica reaches its master by HTTPS: staging's CA, given to its server alone."""
+    return {"ca_certificates": {"example-corp-staging": staging_ca.read_text()}}
 
 
 def master_overrides() -> dict:
@@ -215,10 +224,10 @@ def environments(salt_factories, apt_repo, old_sentry_deb, sentry_deb, tmp_path_
         for environment in ENVIRONMENTS:
             assert not failed(first[MINIONS[environment]]), (environment, failed(first[MINIONS[environment]]))
 
+        pillars[MINIONS[REPLICA]]["sentry"]["mirror"] = replica_mirror(cas[REPLICA])
         replica = cluster.add_minion(MINIONS[REPLICA], pillars[MINIONS[REPLICA]])
         use_apt_repo(replica, apt_repo)
         put_certificate(replica, made["staging"], tls_names("staging"))
-        trust_ca(replica, "example-corp-staging", cas["staging"].read_bytes())  # it reaches its master by HTTPS
         added_replica = cluster.apply(MINIONS[REPLICA], "sentry")[MINIONS[REPLICA]]
         assert not failed(added_replica), failed(added_replica)
         yield Environments(cluster, {**hosts, REPLICA: replica}, addresses, cas, old, new)
@@ -342,7 +351,9 @@ def test_upgrading_staging_leaves_prod_and_dev_as_they_are(environments):
     root = staging.login("root", example_pillar("staging")["server"]["root_password"])
     assert staging.request("PUT", "/root/after-upgrade", {"bases": []}, auth=root)[0] == 200
     replica_address = environments.addresses[REPLICA]
-    environments.hosts[REPLICA].wait_for(f"curl -sf -o /dev/null https://{replica_address}/root/after-upgrade")
+    environments.hosts[REPLICA].wait_for(
+        f"curl -sf --cacert {REPLICA_CA_FILE} -o /dev/null https://{replica_address}/root/after-upgrade"
+    )
     status = environments.call(REPLICA, "sentry_server.status")
     assert (
         status["role"] == "replica"
@@ -350,6 +361,7 @@ def test_upgrading_staging_leaves_prod_and_dev_as_they_are(environments):
     )
 
     upgraded = host_only_pillar(new, environments.addresses)
+    upgraded[MINIONS[REPLICA]]["sentry"]["mirror"] = replica_mirror(environments.cas[REPLICA])
     for name in ("staging", REPLICA):
         cluster.set_pillar(MINIONS[name], upgraded[MINIONS[name]])
     assert_applies_without_changes(cluster)

@@ -3,10 +3,11 @@
 Test hosts on the test bridge: a fake PyPI (test/support/upstream.py: the real wheels of
 test/upstream-wheels.txt behind nginx, HTTPS with a throw-away CA, PEP 503 and
 PEP 691), a sentry host deployed by the formula with ``mirror:url`` pointing
-at it and the CA trusted only through Debian's CA store, and for one test a
-forward proxy. One deployment is carried through the module: first installs
-with the upstream up, then with it stopped, then gone from the network, a
-replica beside it, a proxy as the only way out, a last re-apply.
+at it and the CA given to the server alone (``mirror:ca_certificates``;
+Debian's CA store stays as it came), and for one test a forward proxy. One
+deployment is carried through the module: first installs with the upstream
+up, then with it stopped, then gone from the network, a replica beside it, a
+proxy as the only way out, a last re-apply.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from support.upstream import (
     LogTail,
     Upstream,
     server_requests,
-    trust_upstream_ca,
     upstream_wheels,
 )
 from support.wheels import make_wheel
@@ -53,6 +53,7 @@ DEFAULT_MIRROR_URL = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_tex
 ROOT_PASSWORD = "Mirror-Root-pw-73"
 ALICE_PASSWORD = "Mirror-Alice-pw-19"
 SERVERDIR = "/var/lib/sentry/data"
+CA_FILE = "/etc/sentry/sentry-server-ca.pem"  # what mirror:ca_certificates makes for the program sentry-server
 SERVER_LOG = "/var/log/sentry/sentry-server.log"
 NGINX_LOG = "/var/log/nginx/access.log"
 ROOT_PYPI = "http://127.0.0.1/root/pypi/+simple/"
@@ -82,7 +83,7 @@ REPLICA_OVERRIDE = {
 
 
 def mirror_pillar(deb: Path, upstream: Upstream, **mirror) -> dict:
-    """root/pypi mirrors ``upstream``; alice's dev index builds on it, as most sites use a mirror.
+    """root/pypi mirrors ``upstream`` (its CA from pillar); alice's dev index builds on it, as most sites use a mirror.
 
     With the upstream's project list (no_project_list false, not the default):
     the mirror then knows an unknown project is unknown even with the upstream
@@ -93,7 +94,12 @@ def mirror_pillar(deb: Path, upstream: Upstream, **mirror) -> dict:
         "sentry": {
             "package": {"source": "deb", "deb": str(deb)},
             "server": {"root_password": ROOT_PASSWORD, "role": "primary"},
-            "mirror": {"url": upstream.url, "no_project_list": False, **mirror},
+            "mirror": {
+                "url": upstream.url,
+                "no_project_list": False,
+                "ca_certificates": upstream.ca_certificates(),
+                **mirror,
+            },
             "bootstrap": {
                 "users": {"alice": {"password": ALICE_PASSWORD, "email": "alice@example.org"}},
                 "indexes": {"alice/dev": {"bases": ["root/pypi"], "acl_upload": ["alice"]}},
@@ -151,9 +157,9 @@ def fetched_sha256(host: TestHost, url: str) -> str:
     return host.sh(f"set -o pipefail; curl -fsS '{url}' | sha256sum").stdout.split()[0]
 
 
-def answer(host: TestHost, url: str, *headers: str) -> tuple[int, float, str]:
-    """Status, seconds and body of a GET from inside the host."""
-    options = [option for header in headers for option in ("-H", header)]
+def answer(host: TestHost, url: str, *headers: str, ca_file: str = "") -> tuple[int, float, str]:
+    """Status, seconds and body of a GET from inside the host (HTTPS trusting ``ca_file``, else the host's store)."""
+    options = [option for header in headers for option in ("-H", header)] + (["--cacert", ca_file] if ca_file else [])
     completed = host.run(
         ["curl", "-sS", "--max-time", "120", "-o", "/tmp/answer", "-w", "%{http_code} %{time_total}", *options, url]
     )
@@ -173,7 +179,6 @@ def deployment(sentry_deb, upstream):
     with new_host("mirror", address=host_address(SENTRY_NUMBER)) as host:
         # Nothing beyond the bridge: no PyPI to fall back on, only the upstream test host.
         no_route_out(host)
-        trust_upstream_ca(host, upstream)
         salt = MasterlessSalt(host, mirror_pillar(sentry_deb, upstream))
         yield Deployment(host, salt, salt.apply("sentry"))
 
@@ -206,26 +211,32 @@ def first_installs(deployment, upstream, private_wheel) -> dict[str, Install]:
     }
 
 
-def test_upstream_speaks_both_simple_formats_and_the_sentry_host_trusts_its_ca(deployment, upstream):
+def test_upstream_speaks_both_simple_formats_and_the_servers_ca_file_trusts_it(deployment, upstream):
     host = deployment.host
-    # curl in the sentry host uses Debian's CA store, where trust_upstream_ca put the CA.
-    status, _, page = answer(host, f"{upstream.url}six/", f"Accept: {SIMPLE_JSON}")
+    # curl in the sentry host, with the CA file the formula made for the server.
+    status, _, page = answer(host, f"{upstream.url}six/", f"Accept: {SIMPLE_JSON}", ca_file=CA_FILE)
     assert status == 200
     (entry,) = json.loads(page)["files"]
     assert entry["filename"] == SIX and entry["hashes"]["sha256"] == upstream.sha256[SIX]
     assert entry["requires-python"]
-    status, _, page = answer(host, f"{upstream.url}six/", "Accept: text/html")
+    status, _, page = answer(host, f"{upstream.url}six/", "Accept: text/html", ca_file=CA_FILE)
     assert status == 200 and f"{SIX}#sha256={upstream.sha256[SIX]}" in page and "data-requires-python=" in page
-    status, _, listing = answer(host, upstream.url, f"Accept: {SIMPLE_JSON}")
+    status, _, listing = answer(host, upstream.url, f"Accept: {SIMPLE_JSON}", ca_file=CA_FILE)
     assert {project["name"] for project in json.loads(listing)["projects"]} == {
         "six",
         "python-dateutil",
         "mpmath",
         "sympy",
     }
-    # The upstream's own host does not trust the throw-away CA: the trust above is the store's doing.
-    untrusted = upstream.host.run(["curl", "-sS", "-o", "/dev/null", upstream.url], check=False)
-    assert untrusted.returncode == 60, untrusted.stderr  # curl: peer certificate cannot be authenticated
+    # Neither the sentry host's own CA store nor the upstream's trusts the throw-away CA: the trust
+    # above is the file's doing, and the store is Debian's as it came.
+    for where in (host, upstream.host):
+        untrusted = where.run(["curl", "-sS", "-o", "/dev/null", upstream.url], check=False)
+        assert untrusted.returncode == 60, untrusted.stderr  # curl: peer certificate cannot be authenticated
+    store = host.path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    assert upstream.ca_pem.decode().strip() not in store
+    bundle = host.path(CA_FILE).read_text()
+    assert bundle.startswith(store.rstrip("\n")) and bundle.rstrip().endswith(upstream.ca_pem.decode().strip())
 
 
 def test_apply_points_root_pypi_at_the_upstream_and_reapply_changes_nothing(deployment, upstream):
@@ -236,9 +247,9 @@ def test_apply_points_root_pypi_at_the_upstream_and_reapply_changes_nothing(depl
     config = json.loads(body)["result"]
     assert status == 200
     assert (config["type"], config["mirror_url"], config["mirror_use_external_urls"]) == ("mirror", upstream.url, False)
-    # The CA reaches the server through the host's store alone: no bundle named in its environment.
+    # The CA reaches the server through its environment: the file the formula made.
     program = deployment.host.path("/etc/supervisor/conf.d/sentry-server.conf").read_text()
-    assert "SSL_CERT_FILE" not in program and "REQUESTS_CA_BUNDLE" not in program
+    assert f'SSL_CERT_FILE="{CA_FILE}"' in program and f'REQUESTS_CA_BUNDLE="{CA_FILE}"' in program, program
     assert deployment.salt.apply("sentry").changed == {}
 
 
@@ -449,15 +460,14 @@ def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, ups
         default = Upstream(default_host, upstream_wheels(), generated_projects=1000, names=(default_name,)).start()
         with host.path("/etc/hosts").open("a") as hosts:
             hosts.write(f"{default.address} {default_name}\n")
-        for trusted in (default, upstream):
-            trust_upstream_ca(host, trusted)
-        assert answer(host, DEFAULT_MIRROR_URL)[0] == 200  # the server could reach it
         company = LogTail(upstream.host, f"{UPSTREAM_ROOT}/access.log")
 
         pillar = mirror_pillar(sentry_deb, upstream)
         del pillar["sentry"]["mirror"]["no_project_list"]  # the default: true
+        pillar["sentry"]["mirror"]["ca_certificates"].update(default.ca_certificates("example-corp-pypi-stand-in"))
         first = MasterlessSalt(host, pillar).apply("sentry")
         assert first.succeeded, first.failed or first.errors
+        assert answer(host, DEFAULT_MIRROR_URL, ca_file=CA_FILE)[0] == 200  # the server could reach it
         # devpi-web asks a new mirror for its project names as soon as it sees the index.
         host.wait_for(
             "grep -q 'triggering load of initial projectnames for root/pypi' /var/log/sentry/sentry-server.log",
@@ -489,7 +499,7 @@ def test_mirror_ca_bundle_trusts_the_upstream_with_the_hosts_store_left_alone(se
         host.path(bundle).write_bytes(upstream.ca_pem)
         untrusted = host.run(["curl", "-sS", "-o", "/dev/null", upstream.url], check=False)
         assert untrusted.returncode == 60, untrusted.stderr  # the host's own store does not hold the CA
-        salt = MasterlessSalt(host, mirror_pillar(sentry_deb, upstream, ca_bundle=bundle))
+        salt = MasterlessSalt(host, mirror_pillar(sentry_deb, upstream, ca_bundle=bundle, ca_certificates={}))
         applied = salt.apply("sentry")
         assert applied.succeeded, applied.failed or applied.errors
         program = host.path("/etc/supervisor/conf.d/sentry-server.conf").read_text()

@@ -27,6 +27,10 @@ sentry-supervisor-in-sync-script-absent:
     - require:
       - sentry_program: sentry-supervisor-in-sync-absent
 
+sentry-supervisor-ca-bundle-absent:
+  file.absent:
+    - name: {{ sentry.derived.ca.bundle }}
+
 sentry-supervisor-instance-settings-absent:
   file.absent:
     - name: /etc/sentry/instances/{{ sentry.server.program }}.json
@@ -39,3 +43,4 @@ sentry-supervisor-instance-settings-dir-absent:
       - test -d /etc/sentry/instances && test -z "$(ls -A /etc/sentry/instances)"
     - require:
       - file: sentry-supervisor-instance-settings-absent
+      - file: sentry-supervisor-ca-bundle-absent

@@ -35,11 +35,14 @@ sentry-supervisor-instance-settings:
         package: {{ sentry.package.name | json }}
         url: {{ ("http://" ~ sentry.server.host ~ ":" ~ sentry.server.port) | json }}
         master_url: {{ sentry.server.master_url | json }}
+        ca_file: {{ sentry.derived.ca.file | json }}
         role: {{ ("replica" if sentry.server.master_url else sentry.server.role) | json }}
         nginx_service: {{ sentry.nginx.service | json }}
         supervisor_socket: {{ sentry.supervisor.socket | json }}
         ready_timeout: {{ sentry.supervisor.ready_timeout }}
         health: {{ sentry.derived.health | json }}
+    - require:
+      - file: sentry-supervisor-ca-bundle
 
 sentry-supervisor-package:
   pkg.installed:
@@ -52,6 +55,43 @@ sentry-supervisor-service:
     - enable: true
     - require:
       - pkg: sentry-supervisor-package
+
+{#- The CAs the server trusts when sentry:mirror:ca_certificates names some. Public certificates, but
+    the whole store: no diff of it in state output. A CA that TLS cannot load fails here, naming it,
+    before the file is put in place: the program file keeps what it named. #}
+{%- if sentry.mirror.ca_certificates %}
+sentry-supervisor-ca-bundle:
+  file.managed:
+    - name: {{ sentry.derived.ca.bundle }}
+    - source: {{ sentry.derived.sources["ca-bundle.pem.jinja"] | json }}
+    - template: jinja
+    - context:
+        sentry: {{ template_context | json }}
+    - makedirs: true
+    - user: root
+    - group: root
+    - mode: "0644"
+    - show_changes: false
+    - check_cmd: |-
+        /opt/virtualenvs/sentry/bin/python -c "
+        import re, ssl, sys
+        text = open(sys.argv[1]).read()
+        named = r'# (\S+) [(]sentry:mirror:ca_certificates[)]\n(-----BEGIN .*?-----END CERTIFICATE-----)'
+        for name, pem in re.findall(named, text, re.S):
+            try:
+                ssl.create_default_context(cadata=pem)
+            except ssl.SSLError as exc:
+                print(f'sentry:mirror:ca_certificates:{name} is no CA certificate TLS can load ({exc})')
+                sys.exit(1)
+        ssl.create_default_context(cafile=sys.argv[1])
+        "
+    - require:
+      - pkg: sentry-package-installed
+{%- else %}
+sentry-supervisor-ca-bundle:
+  file.absent:
+    - name: {{ sentry.derived.ca.bundle }}
+{%- endif %}
 
 {#- supervisord (root) reads it; the service group may, no one else. #}
 sentry-supervisor-program-file:
@@ -68,6 +108,7 @@ sentry-supervisor-program-file:
     - require:
       - pkg: sentry-supervisor-package
       - group: sentry-user-group
+      - file: sentry-supervisor-ca-bundle
 
 {#- The file is watched too: a dry run then plans the restart a changed file brings
     (a real run applies the change itself and restarts once). #}
@@ -87,6 +128,7 @@ sentry-supervisor-program-running:
       - pkg: sentry-package-installed
       - sentry-server-secretfile
       - file: sentry-auth-ldap-config
+      - file: sentry-supervisor-ca-bundle
 {%- if sentry.theme.enabled %}
       - file: sentry-theme-files
 {%- endif %}
@@ -118,6 +160,7 @@ sentry-supervisor-in-sync-file:
     - require:
       - pkg: sentry-supervisor-package
       - group: sentry-user-group
+      - file: sentry-supervisor-ca-bundle
 
 sentry-supervisor-in-sync-running:
   sentry_program.running:
@@ -130,6 +173,7 @@ sentry-supervisor-in-sync-running:
     - watch:
       - file: sentry-supervisor-in-sync-script
       - file: sentry-supervisor-in-sync-file
+      - file: sentry-supervisor-ca-bundle
 {%- else %}
 sentry-supervisor-in-sync-absent:
   sentry_program.absent:

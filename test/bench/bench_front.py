@@ -47,7 +47,7 @@ from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION
-from support.upstream import SIMPLE_JSON, Upstream, trust_upstream_ca, upstream_wheels
+from support.upstream import SIMPLE_JSON, Upstream, upstream_wheels
 
 UPSTREAM_NUMBER, SENTRY_NUMBER = 125, 126  # away from the suite (1-60) and the other benchmarks
 FRONT_PORT, DEVPI_PORT, SERVER_PORT = 8080, 8081, 3141
@@ -122,12 +122,11 @@ def main() -> int:
             no_route_out(each)
         upstream = Upstream(upstream_host, upstream_wheels()).start()
         upstream.serve()
-        trust_upstream_ca(host, upstream)
         pillar = {
             "sentry": {
                 "package": {"source": "deb", "deb": str(deb)},
                 "server": {"root_password": "bench-root-pw", "role": "primary"},
-                "mirror": {"url": upstream.url},
+                "mirror": {"url": upstream.url, "ca_certificates": upstream.ca_certificates()},
                 "front": {"master": "127.0.0.1:80", "port": FRONT_PORT},
             }
         }

@@ -1,9 +1,10 @@
 """Benchmark: a ~6 MB wheel (sympy) through sentry's mirror against straight from the upstream, and cached.
 
 Three test hosts on the test bridge: the upstream (test/support/upstream.py), a sentry
-host deployed by the formula with mirror:url at it, and a client that trusts
-the upstream's CA. Each round, interleaved so that drift in the machine's load
-hits all alike, the client fetches with curl:
+host deployed by the formula with mirror:url at it (the upstream's CA in
+mirror:ca_certificates), and a client whose curl is given that CA. Each
+round, interleaved so that drift in the machine's load hits all alike, the
+client fetches with curl:
 
   direct   the wheel from the upstream itself (HTTPS)
   first    the same file through sentry's nginx while sentry has no copy: the
@@ -34,17 +35,18 @@ from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION
-from support.upstream import SIMPLE_JSON, Upstream, trust_upstream_ca, upstream_wheels
+from support.upstream import SIMPLE_JSON, Upstream, upstream_wheels
 
 # Bridge host numbers away from the suite's (1-60), test_mirror's and the other benchmark's (100-112).
 UPSTREAM_NUMBER, SENTRY_NUMBER, CLIENT_NUMBER = 120, 121, 122
 SERVERDIR = "/var/lib/sentry/data"
 PROJECT = "sympy"
+CLIENT_CA = "/tmp/upstream-ca.pem"  # the client's curl is given the upstream's CA; its store stays Debian's
 
 
 def fetch(client: TestHost, url: str) -> tuple[float, str]:
     """Seconds curl took for the whole body, and the body's sha256."""
-    timed = client.run(["curl", "-fsS", "-o", "/tmp/fetched", "-w", "%{time_total}", url]).stdout
+    timed = client.run(["curl", "-fsS", "--cacert", CLIENT_CA, "-o", "/tmp/fetched", "-w", "%{time_total}", url]).stdout
     return float(timed), client.run(["sha256sum", "/tmp/fetched"]).stdout.split()[0]
 
 
@@ -63,13 +65,12 @@ def main() -> int:
         for host in (upstream_host, sentry, client):
             no_route_out(host)
         upstream = Upstream(upstream_host, upstream_wheels()).start()
-        for host in (sentry, client):
-            trust_upstream_ca(host, upstream)
+        client.path(CLIENT_CA).write_bytes(upstream.ca_pem)
         pillar = {
             "sentry": {
                 "package": {"source": "deb", "deb": str(deb)},
                 "server": {"root_password": "bench-root-pw"},
-                "mirror": {"url": upstream.url},
+                "mirror": {"url": upstream.url, "ca_certificates": upstream.ca_certificates()},
             }
         }
         deployed = MasterlessSalt(sentry, pillar).apply("sentry")

@@ -37,7 +37,7 @@ from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION
-from support.upstream import LogTail, Upstream, trust_upstream_ca, upstream_wheels
+from support.upstream import LogTail, Upstream, upstream_wheels
 
 # Bridge host numbers away from the suite's (1-60) and test_mirror's (100-102).
 UPSTREAM_NUMBER, SENTRY_NUMBERS = 110, {False: 111, True: 112}
@@ -149,12 +149,15 @@ def measure(deb: Path, upstream: Upstream, no_project_list: bool, seconds: float
     name, number = f"bench-npl-{str(no_project_list).lower()}", SENTRY_NUMBERS[no_project_list]
     with new_host(name, address=host_address(number)) as host:
         no_route_out(host)
-        trust_upstream_ca(host, upstream)
         pillar = {
             "sentry": {
                 "package": {"source": "deb", "deb": str(deb)},
                 "server": {"root_password": "bench-root-pw"},
-                "mirror": {"url": upstream.url, "no_project_list": no_project_list},
+                "mirror": {
+                    "url": upstream.url,
+                    "no_project_list": no_project_list,
+                    "ca_certificates": upstream.ca_certificates(),
+                },
             }
         }
         deployed = MasterlessSalt(host, pillar).apply("sentry")

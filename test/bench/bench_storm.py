@@ -41,7 +41,7 @@ from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION
-from support.upstream import LogTail, Upstream, read_wheel, trust_upstream_ca
+from support.upstream import LogTail, Upstream, read_wheel
 from support.wheels import make_wheel
 
 FIRST_NUMBER = 130  # 130-135: upstream, master, two replicas, front, client
@@ -105,7 +105,7 @@ def main() -> int:
                 "master": {
                     "package": package,
                     "server": {"root_password": "Storm-root-pw-1", "role": "primary", "secret": secret},
-                    "mirror": {"url": upstream.url},
+                    "mirror": {"url": upstream.url, "ca_certificates": upstream.ca_certificates()},
                     "nginx": {"replica_addresses": [address["replica1"], address["replica2"]]},
                     "bootstrap": {
                         "users": {"ci": {"password": "Storm-ci-pw-1"}},
@@ -127,7 +127,6 @@ def main() -> int:
                 },
             }
             for name in ("master", "replica1", "replica2", "front"):
-                trust_upstream_ca(hosts[name], upstream)
                 applied = MasterlessSalt(hosts[name], {"sentry": pillars[name]}).apply(
                     "sentry.front" if name == "front" else "sentry"
                 )

@@ -4,9 +4,10 @@
 fetched once into build/upstream-wheels by ``script/bootstrap test``) over
 HTTPS with the host's own nginx, as PyPI does: PEP 503 HTML, or PEP 691 JSON
 when the client's Accept header asks for it, links carrying ``#sha256=``. Its
-certificate is signed by a throw-away CA made inside the host; a sentry host
-trusts it the way a company CA is trusted, through Debian's CA store
-(``trust_upstream_ca``).
+certificate is signed by a throw-away CA made inside the host; a sentry
+server trusts it the way a company CA reaches it from pillar, through
+``mirror:ca_certificates`` (``Upstream.ca_certificates``), with the sentry
+host's own CA store left as Debian made it.
 
     with new_host("up", address=host_address(100)) as host:
         upstream = Upstream(host, upstream_wheels()).start()
@@ -215,6 +216,10 @@ class Upstream:
     def ca_pem(self) -> bytes:
         return self.host.path(f"{ROOT}/tls/ca.pem").read_bytes()
 
+    def ca_certificates(self, name: str = "example-corp-upstream") -> dict[str, str]:
+        """The ``mirror:ca_certificates`` pillar that makes a sentry server trust this upstream."""
+        return {name: self.ca_pem.decode()}
+
     def serve(self) -> None:
         """Start nginx unless it runs, and wait until it answers."""
         if not self.host.path(f"{ROOT}/nginx.pid").exists():
@@ -261,21 +266,6 @@ class LogTail:
 def server_requests(log_text: str) -> list[str]:
     """The request lines the server logged ('GET /root/pypi/+simple/six/' of '[req12] GET ...')."""
     return re.findall(r"\[req\d+\] ((?:GET|HEAD|POST|PUT|PATCH|DELETE) \S+)", log_text)
-
-
-LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
-
-
-def trust_ca(host: TestHost, name: str, ca_pem: bytes) -> None:
-    """Add a CA to Debian's CA store of ``host``, as an operator adds a company CA."""
-    ca_file = host.path(f"{LOCAL_CA_DIR}/{name}.crt")
-    ca_file.parent.mkdir(parents=True, exist_ok=True)
-    ca_file.write_bytes(ca_pem)
-    host.run(["update-ca-certificates"])
-
-
-def trust_upstream_ca(host: TestHost, upstream: Upstream) -> None:
-    trust_ca(host, f"sentry-test-upstream-{upstream.address}", upstream.ca_pem)
 
 
 TINYPROXY_CONF = """\
