@@ -31,10 +31,6 @@ WINDOW = (1000, 700)
 class BrowserError(RuntimeError):
     """The browser or chromedriver refused a command; the message holds WebDriver's answer."""
 
-    def __init__(self, message: str, error: str = "") -> None:
-        super().__init__(message)
-        self.error = error  # WebDriver's error code, e.g. "stale element reference"
-
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -106,8 +102,7 @@ class Browser:
                 return json.load(answer)["value"]
         except urllib.error.HTTPError as refused:
             value = json.load(refused).get("value", {})
-            error = value.get("error", "")
-            raise BrowserError(f"{method} {path}: {error}: {value.get('message', '')[:500]}", error) from None
+            raise BrowserError(f"{method} {path}: {value.get('error')}: {value.get('message', '')[:500]}") from None
 
     def _session(self, method: str, path: str, body: dict | None = None):
         return self._call(method, f"/session/{self.session}{path}", body)
