@@ -51,7 +51,7 @@ from support.cluster import SaltCluster, changed, failed
 from support.debs import deb_version
 from support.hosts import TestHost, host_address
 from support.paths import REPO
-from support.upstream import MAKE_CERTIFICATES
+from support.upstream import MAKE_CERTIFICATES, SERVER_CA_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -76,9 +76,6 @@ def host_only_pillar(version: str, addresses: dict[str, str]) -> dict[str, dict]
     pillars["staging"]["sentry"]["nginx"] = {"replica_addresses": [addresses[REPLICA]]}
     pillars[REPLICA] = {"sentry": {**package, "server": {"master_url": f"https://{addresses['staging']}"}}}
     return {MINIONS[name]: pillar for name, pillar in pillars.items()}
-
-
-REPLICA_CA_FILE = "/etc/sentry/sentry-server-ca.pem"  # what mirror:ca_certificates makes there
 
 
 def replica_mirror(staging_ca: Path) -> dict:
@@ -352,7 +349,7 @@ def test_upgrading_staging_leaves_prod_and_dev_as_they_are(environments):
     assert staging.request("PUT", "/root/after-upgrade", {"bases": []}, auth=root)[0] == 200
     replica_address = environments.addresses[REPLICA]
     environments.hosts[REPLICA].wait_for(
-        f"curl -sf --cacert {REPLICA_CA_FILE} -o /dev/null https://{replica_address}/root/after-upgrade"
+        f"curl -sf --cacert {SERVER_CA_FILE} -o /dev/null https://{replica_address}/root/after-upgrade"
     )
     status = environments.call(REPLICA, "sentry_server.status")
     assert (

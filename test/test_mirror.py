@@ -34,6 +34,7 @@ from support.masterless import MasterlessSalt, StateRun
 from support.paths import REPO
 from support.upstream import ROOT as UPSTREAM_ROOT
 from support.upstream import (
+    SERVER_CA_FILE,
     SIMPLE_JSON,
     ForwardProxy,
     LogTail,
@@ -53,7 +54,6 @@ DEFAULT_MIRROR_URL = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_tex
 ROOT_PASSWORD = "Mirror-Root-pw-73"
 ALICE_PASSWORD = "Mirror-Alice-pw-19"
 SERVERDIR = "/var/lib/sentry/data"
-CA_FILE = "/etc/sentry/sentry-server-ca.pem"  # what mirror:ca_certificates makes for the program sentry-server
 SERVER_LOG = "/var/log/sentry/sentry-server.log"
 NGINX_LOG = "/var/log/nginx/access.log"
 ROOT_PYPI = "http://127.0.0.1/root/pypi/+simple/"
@@ -214,14 +214,14 @@ def first_installs(deployment, upstream, private_wheel) -> dict[str, Install]:
 def test_upstream_speaks_both_simple_formats_and_the_servers_ca_file_trusts_it(deployment, upstream):
     host = deployment.host
     # curl in the sentry host, with the CA file the formula made for the server.
-    status, _, page = answer(host, f"{upstream.url}six/", f"Accept: {SIMPLE_JSON}", ca_file=CA_FILE)
+    status, _, page = answer(host, f"{upstream.url}six/", f"Accept: {SIMPLE_JSON}", ca_file=SERVER_CA_FILE)
     assert status == 200
     (entry,) = json.loads(page)["files"]
     assert entry["filename"] == SIX and entry["hashes"]["sha256"] == upstream.sha256[SIX]
     assert entry["requires-python"]
-    status, _, page = answer(host, f"{upstream.url}six/", "Accept: text/html", ca_file=CA_FILE)
+    status, _, page = answer(host, f"{upstream.url}six/", "Accept: text/html", ca_file=SERVER_CA_FILE)
     assert status == 200 and f"{SIX}#sha256={upstream.sha256[SIX]}" in page and "data-requires-python=" in page
-    status, _, listing = answer(host, upstream.url, f"Accept: {SIMPLE_JSON}", ca_file=CA_FILE)
+    status, _, listing = answer(host, upstream.url, f"Accept: {SIMPLE_JSON}", ca_file=SERVER_CA_FILE)
     assert {project["name"] for project in json.loads(listing)["projects"]} == {
         "six",
         "python-dateutil",
@@ -235,7 +235,7 @@ def test_upstream_speaks_both_simple_formats_and_the_servers_ca_file_trusts_it(d
         assert untrusted.returncode == 60, untrusted.stderr  # curl: peer certificate cannot be authenticated
     store = host.path("/etc/ssl/certs/ca-certificates.crt").read_text()
     assert upstream.ca_pem.decode().strip() not in store
-    bundle = host.path(CA_FILE).read_text()
+    bundle = host.path(SERVER_CA_FILE).read_text()
     assert bundle.startswith(store.rstrip("\n")) and bundle.rstrip().endswith(upstream.ca_pem.decode().strip())
 
 
@@ -249,7 +249,9 @@ def test_apply_points_root_pypi_at_the_upstream_and_reapply_changes_nothing(depl
     assert (config["type"], config["mirror_url"], config["mirror_use_external_urls"]) == ("mirror", upstream.url, False)
     # The CA reaches the server through its environment: the file the formula made.
     program = deployment.host.path("/etc/supervisor/conf.d/sentry-server.conf").read_text()
-    assert f'SSL_CERT_FILE="{CA_FILE}"' in program and f'REQUESTS_CA_BUNDLE="{CA_FILE}"' in program, program
+    assert f'SSL_CERT_FILE="{SERVER_CA_FILE}"' in program and f'REQUESTS_CA_BUNDLE="{SERVER_CA_FILE}"' in program, (
+        program
+    )
     assert deployment.salt.apply("sentry").changed == {}
 
 
@@ -467,7 +469,7 @@ def test_the_first_start_asks_nothing_of_devpis_default_upstream(sentry_deb, ups
         pillar["sentry"]["mirror"]["ca_certificates"].update(default.ca_certificates("example-corp-pypi-stand-in"))
         first = MasterlessSalt(host, pillar).apply("sentry")
         assert first.succeeded, first.failed or first.errors
-        assert answer(host, DEFAULT_MIRROR_URL, ca_file=CA_FILE)[0] == 200  # the server could reach it
+        assert answer(host, DEFAULT_MIRROR_URL, ca_file=SERVER_CA_FILE)[0] == 200  # the server could reach it
         # devpi-web asks a new mirror for its project names as soon as it sees the index.
         host.wait_for(
             "grep -q 'triggering load of initial projectnames for root/pypi' /var/log/sentry/sentry-server.log",

@@ -38,6 +38,8 @@ WHEELS_DIR = REPO / "build" / "upstream-wheels"
 
 ROOT = "/srv/upstream"  # inside the upstream host: tree, TLS files, nginx's config and logs
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+# The file mirror:ca_certificates makes on a sentry host for the default program, sentry-server.
+SERVER_CA_FILE = "/etc/sentry/sentry-server-ca.pem"
 GENERATED_PREFIX = "generated-project-"
 
 
