@@ -5,13 +5,17 @@ Helpers live in the ``support`` package (test/support/), which tests import dire
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from support import timing
 from support.aptrepo import make_apt_repo
 from support.debs import build_deb, install_deb, known_versions
 from support.host_roots import host_name, host_root, new_host
@@ -39,8 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_run_started: dict[str, object] = {}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _sigterm_as_ctrl_c.install()
+    _run_started.update(wall=time.monotonic(), cpu=timing.cpu_times())
     if config.getoption("shard"):
         parse_shard(config.getoption("shard"))  # a usage error before anything is collected
 
@@ -56,6 +64,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _sigterm_as_ctrl_c.uninstall()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Every test's wall seconds and outcome, for the run's time report (support/timing.py)."""
+    outcome = None
+    if report.when == "call":
+        outcome = report.outcome
+    elif report.failed:
+        outcome = "error"
+    elif report.skipped:
+        outcome = "skipped"
+    timing.RUN.record_test(report.nodeid, report.duration, outcome)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Where the time went: to the file script/test merges its shards from, or printed for a run alone."""
+    wall = time.monotonic() - _run_started["wall"]
+    cpu_busy = timing.busy_share(_run_started["cpu"], timing.cpu_times())
+    figures = timing.RUN.snapshot(wall, cpu_busy)
+    destination = os.environ.get("SENTRY_TEST_TIMING")
+    if destination:
+        Path(destination).write_text(json.dumps(figures))
+    else:
+        terminalreporter.write_line(timing.report([figures]))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -35,6 +35,7 @@ import yaml
 from support.host_roots import new_host
 from support.hosts import BRIDGE_ADDRESS, TestHost, deferred_signals, ensure_bridge, host_address
 from support.paths import REPO
+from support.timing import step
 
 MINION_CONF = "/etc/salt-minion-test"
 MINION_ROOT = "/srv/salt-minion-test"
@@ -161,7 +162,8 @@ class SaltCluster:
         """Start the master; stopped half-way (Ctrl-C too), it does not stay behind."""
         ensure_bridge()  # the master listens on the bridge's address, before any host exists
         try:
-            self.master.start(start_timeout=120)
+            with step("salt-master start"):
+                self.master.start(start_timeout=120)
             # As README asks of an operator once: the upgrade's plan is the formula's runner.
             synced = self.salt_run("saltutil.sync_runners", timeout=120)
             assert synced.returncode == 0, synced.stdout + synced.stderr
@@ -236,13 +238,14 @@ class SaltCluster:
         """
         for minion_id, version in (salt_versions or {}).items():
             self.minion_venvs[minion_id] = minion_venv(version)
-        for minion_id, pillar in pillars.items():
-            self.set_pillar(minion_id, pillar)
-            self._start_host(minion_id, kind)
-        for minion_id in pillars:
-            self._wait_for_minion(minion_id)
-        targets = ",".join(pillars)
-        synced = self.salt(targets, "saltutil.sync_all", tgt_type="list", timeout=120)
+        with step("minion start"):
+            for minion_id, pillar in pillars.items():
+                self.set_pillar(minion_id, pillar)
+                self._start_host(minion_id, kind)
+            for minion_id in pillars:
+                self._wait_for_minion(minion_id)
+            targets = ",".join(pillars)
+            synced = self.salt(targets, "saltutil.sync_all", tgt_type="list", timeout=120)
         assert synced.returncode == 0 and isinstance(synced.data, dict), synced.stdout + synced.stderr
         self.synced.update(synced.data)
         return {minion_id: self.hosts[minion_id] for minion_id in pillars}
@@ -297,9 +300,10 @@ class SaltCluster:
         host = self.hosts[minion_id]
         pid = int(host.path(f"{MINION_ROOT}/var/run/salt-minion.pid").read_text())
         host.run(["kill", str(pid)])
-        host.wait_for(f"! kill -0 {pid} 2>/dev/null", timeout=timeout)
-        self._run_minion_daemon(host, minion_id)
-        self._wait_for_minion(minion_id, timeout)
+        with step("minion start"):
+            host.wait_for(f"! kill -0 {pid} 2>/dev/null", timeout=timeout)
+            self._run_minion_daemon(host, minion_id)
+            self._wait_for_minion(minion_id, timeout)
 
     def minion_log(self, minion_id: str) -> str:
         log = self.hosts[minion_id].path(f"{MINION_ROOT}/var/log/salt/minion")
@@ -332,7 +336,8 @@ class SaltCluster:
         render error is a list of strings) or the targeted minions did not all
         answer.
         """
-        ran = self.salt(tgt, "state.apply", *args, tgt_type=tgt_type, timeout=timeout)
+        with step("deploy (state.apply)"):
+            ran = self.salt(tgt, "state.apply", *args, tgt_type=tgt_type, timeout=timeout)
         returned = ran.data if isinstance(ran.data, dict) else {}
         not_states = {minion: result for minion, result in returned.items() if not isinstance(result, dict)}
         expected = self.targeted(tgt, tgt_type)
@@ -358,4 +363,5 @@ class SaltCluster:
     def orchestrate(self, sls: str, pillar: dict | None = None, timeout: float = APPLY_TIMEOUT) -> SaltResult:
         """``salt-run state.orchestrate <sls> pillar=<json>``; ``data`` is the parsed result, if any."""
         kwargs = {"pillar": pillar} if pillar is not None else {}
-        return self.salt_run("state.orchestrate", sls, timeout=timeout, **kwargs)
+        with step("orchestrate (salt-run)"):
+            return self.salt_run("state.orchestrate", sls, timeout=timeout, **kwargs)

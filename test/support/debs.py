@@ -11,13 +11,15 @@ import pytest
 
 from support.hosts import TestHost
 from support.paths import PINS, REPO
+from support.timing import step
 
 
 def build_deb(version: str) -> Path:
     """Build (or reuse) the deb for a pinned devpi-server version; returns its path."""
-    completed = subprocess.run(
-        [str(REPO / "packaging" / "build-deb"), version], capture_output=True, text=True, check=False
-    )
+    with step("deb build"):
+        completed = subprocess.run(
+            [str(REPO / "packaging" / "build-deb"), version], capture_output=True, text=True, check=False
+        )
     if completed.returncode != 0:
         pytest.fail(f"build-deb {version} failed:\n{completed.stdout[-5000:]}\n{completed.stderr[-5000:]}")
     match = re.search(r"(\S+\.deb)", completed.stdout.strip().splitlines()[-1])

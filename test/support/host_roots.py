@@ -13,6 +13,7 @@ import pytest
 
 from support.hosts import TestHost, TestHostError
 from support.paths import REPO
+from support.timing import step
 
 # Kinds of clean root a test host starts from (script/make-hostroot): systemd
 # installed but not running (the default, as on most containers and CI
@@ -30,6 +31,11 @@ def host_root(kind: str = "systemd") -> Path:
     """
     if kind not in HOST_KINDS:
         raise ValueError(f"host kind {kind!r}: one of {', '.join(HOST_KINDS)}")
+    with step("host root build"):
+        return _make_host_root(kind)
+
+
+def _make_host_root(kind: str) -> Path:
     builder = subprocess.Popen(
         [str(REPO / "script" / "make-hostroot"), kind],
         stdout=subprocess.PIPE,

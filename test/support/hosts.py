@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.timing import step
+
 SCRATCH = "/mnt"  # shadowed by a tmpfs inside the host's own mount namespace
 INIT_MARKER = "sentry-testhost-init"
 
@@ -249,7 +251,8 @@ class TestHost:
     def start(self) -> TestHost:
         """Make the netns and the host; whatever stops it half-way (Ctrl-C too) removes what was made."""
         try:
-            return self._start()
+            with step("host start"):
+                return self._start()
         except BaseException:
             self.destroy()
             raise
@@ -409,9 +412,16 @@ class TestHost:
             "HOME": "/root",
             **(env or {}),
         }
-        completed = subprocess.run(
-            self.command(argv), input=input, capture_output=True, text=True, timeout=timeout, env=full_env, check=False
-        )
+        with _step_of(argv):
+            completed = subprocess.run(
+                self.command(argv),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=full_env,
+                check=False,
+            )
         if check and completed.returncode != 0:
             raise TestHostError(
                 f"{shlex.join(argv)} exited {completed.returncode} on {self.name}\n"
@@ -433,6 +443,10 @@ class TestHost:
 
     def wait_for(self, probe: str, timeout: float = 60, interval: float = 0.25) -> None:
         """Wait until the shell snippet ``probe`` succeeds inside the host."""
+        with step("server start") if "/+api" in probe else contextlib.nullcontext():
+            self._wait_for(probe, timeout, interval)
+
+    def _wait_for(self, probe: str, timeout: float, interval: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.sh(probe, check=False, timeout=timeout).returncode == 0:
@@ -440,3 +454,16 @@ class TestHost:
             if time.monotonic() > deadline:
                 raise TestHostError(f"{probe!r} did not succeed on {self.name} within {timeout}s")
             time.sleep(interval)
+
+
+STATE_RUNS = {"state.apply", "state.sls", "state.highstate"}
+
+
+def _step_of(argv: list[str]) -> contextlib.AbstractContextManager:
+    """The kind of step (support/timing.py) a command inside a host is, if any: dpkg and apt, salt-call's state runs."""
+    program = Path(argv[0]).name if argv else ""
+    if program in {"dpkg", "apt-get", "apt"}:
+        return step("dpkg / apt")
+    if program == "salt-call" and STATE_RUNS & set(argv):
+        return step("deploy (state.apply)")
+    return contextlib.nullcontext()
