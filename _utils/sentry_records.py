@@ -42,7 +42,7 @@ def entry(
 ) -> dict:
     """One run's record: ``started`` is its Unix time; success is the absence of ``error``."""
     return {
-        "time": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
+        "time": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
         "timestamp": round(started, 3),
         "success": error is None,
         "seconds": round(seconds, 2),

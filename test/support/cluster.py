@@ -85,12 +85,22 @@ class SaltResult:
 
 
 def minion_venv(version: str) -> Path:
-    """The venv of an older Salt release for test minions (``3006``, ``3007``: test/salt-minions/<version>.lock,
-    installed by script/bootstrap test into .venv-salt<version>)."""
+    """The venv of an older Salt release for test minions (``3006``, ``3007``, ``3006-py310``:
+    test/salt-minions/<version>.lock, installed by script/bootstrap test into .venv-salt<version>)."""
     venv = REPO / f".venv-salt{version}"
     if not (venv / "bin" / "salt-minion").exists():
         pytest.fail(f"no Salt {version} for test minions in {venv}: run script/bootstrap test")
     return venv
+
+
+def python_home(venv: Path) -> str | None:
+    """Where the Python a venv was made with lies, when it is not the host's own (/usr): pyenv's, say."""
+    for line in (venv / "pyvenv.cfg").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            prefix = Path(value.strip()).parent
+            return None if prefix == Path("/usr") else str(prefix)
+    return None
 
 
 def pillar_sls(minion_id: str) -> str:
@@ -252,7 +262,12 @@ class SaltCluster:
 
     def _start_host(self, minion_id: str, kind: str) -> None:
         self.delete_key(minion_id)  # a leftover key would get the new minion's key Denied
-        host = new_host(minion_id, kind=kind, address=host_address(self.next_number))
+        venv = self.minion_venvs.get(minion_id)
+        # A minion on a Python of its own (as Salt's onedir packages carry one) sees it at the same path.
+        home = python_home(venv) if venv else None
+        host = new_host(
+            minion_id, kind=kind, address=host_address(self.next_number), also_shared=(home,) if home else ()
+        )
         self.next_number += 1
         self.hosts[minion_id] = host  # before it starts, so that stop() finds a half-started host too
         host.start()

@@ -64,12 +64,13 @@ def shared_with_hosts() -> tuple[str, ...]:
     return (str(REPO), *linked)
 
 
-def new_host(name: str, *, kind: str = "systemd", **kwargs) -> TestHost:
+def new_host(name: str, *, kind: str = "systemd", also_shared: tuple[str, ...] = (), **kwargs) -> TestHost:
     """A test host on a clean root of ``kind`` (see ``HOST_KINDS``) that also sees this repository.
 
     The repository brings the tooling venv and the built debs, wherever it lies.
+    ``also_shared``: more of this machine's directories the host sees (a minion venv's own Python).
     """
-    return TestHost(name, root=host_root(kind), shared=shared_with_hosts(), **kwargs)
+    return TestHost(name, root=host_root(kind), shared=(*shared_with_hosts(), *also_shared), **kwargs)
 
 
 def host_name(request: pytest.FixtureRequest) -> str:
