@@ -403,7 +403,8 @@ def assert_refused(deployment: Crashable, trail: dict) -> StateRun:
     assert guard["result"] is False and "sentry_data.recover" in comment, refused.failed
     if trail.get("backup"):
         assert trail["backup"] in comment, comment
-    assert refused.changed == {}, refused.changed  # nothing installed, started or initialised
+    # nothing installed, started or initialised
+    assert refused.changes_of_failed_run == {}, refused.changes_of_failed_run
     return refused
 
 

@@ -60,7 +60,14 @@ def failed(states: dict) -> dict[str, str]:
 
 
 def changed(states: dict) -> dict[str, dict]:
-    """State id -> changes of every state that changed something."""
+    """State id -> changes of every state that changed something, in one minion's run that succeeded.
+
+    A failed run (no state results, or a failing state) fails the test here: its ``{}`` would pass for
+    "nothing changed".
+    """
+    if not isinstance(states, dict) or not states or failed(states):
+        why = failed(states) if isinstance(states, dict) and states else states
+        raise AssertionError(f"state.apply failed; its changes prove nothing: {why}")
     return {key.split("_|-")[1]: result["changes"] for key, result in states.items() if result["changes"]}
 
 

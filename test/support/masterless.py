@@ -105,6 +105,18 @@ class StateRun:
 
     @property
     def changed(self) -> dict[str, dict]:
+        """State id -> changes, of a run that succeeded: a failed one (a render error, a failing state)
+        fails the test here, as its ``{}`` would pass for "nothing changed" (``changes_of_failed_run``)."""
+        if not self.succeeded:
+            raise AssertionError(
+                f"state.apply failed (exit {self.returncode}); its changes prove nothing: "
+                f"{self.failed or self.errors[-5000:]}"
+            )
+        return self.changes_of_failed_run
+
+    @property
+    def changes_of_failed_run(self) -> dict[str, dict]:
+        """State id -> changes, whether the run succeeded or not: for tests of a run that must fail."""
         return {key.split("_|-")[1]: result["changes"] for key, result in self.states.items() if result["changes"]}
 
     @property
