@@ -1,5 +1,6 @@
 # Convenience targets; each is one of the scripts in script/ or packaging/.
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
+RELEASE ?= $(shell . /etc/os-release && echo $$VERSION_CODENAME)
 
 .PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front bench-storm
 
@@ -21,14 +22,15 @@ lint:
 readme:          ## README's pillar table from sentry/defaults.yaml
 	.venv/bin/python script/pillar_table.py
 
-deb:             ## make deb SENTRY_VERSION=6.14.0
-	packaging/build-deb $(SENTRY_VERSION)
+deb:             ## make deb SENTRY_VERSION=6.14.0 RELEASE=trixie (default: this machine's Debian release)
+	packaging/build-deb $(SENTRY_VERSION) $(RELEASE)
 
-debs:            ## every pinned version
-	for pins in packaging/pins/*.txt; do packaging/build-deb $$(basename $$pins .txt) || exit 1; done
+debs:            ## every pinned version for every Debian release (packaging/pins/<release>/<version>.txt)
+	for pins in packaging/pins/*/*.txt; do \
+		packaging/build-deb $$(basename $$pins .txt) $$(basename $$(dirname $$pins)) || exit 1; done
 
-pins:            ## make pins SERVER=6.20.3 WEB=5.1.1 CLIENT=7.3.0
-	packaging/freeze-pins $(SERVER) $(WEB) $(CLIENT)
+pins:            ## make pins SERVER=6.20.3 WEB=5.1.1 CLIENT=7.3.0 RELEASE=trixie
+	packaging/freeze-pins $(SERVER) $(WEB) $(CLIENT) $(RELEASE)
 
 lock:            ## re-resolve requirements-dev.lock from requirements-dev.txt
 	script/freeze-lock

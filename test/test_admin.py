@@ -9,7 +9,7 @@ import pytest
 from support.client import sentry_client
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
-from support.paths import DEFAULT_VERSION, REVISION
+from support.paths import DEFAULT_VERSION, deb_version_for
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def test_status_of_a_master(deployed):
 
 def test_version_names_package_and_server(deployed):
     assert call(deployed, "sentry_admin.version") == {
-        "package": f"{DEFAULT_VERSION}-{REVISION}",
+        "package": deb_version_for(),
         "server": DEFAULT_VERSION,
     }
 

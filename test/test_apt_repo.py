@@ -10,11 +10,11 @@ import pytest
 from support.aptrepo import use_apt_repo
 from support.debs import installed_version
 from support.masterless import MasterlessSalt
-from support.paths import DEFAULT_VERSION, REVISION
+from support.paths import deb_version_for
 
 pytestmark = pytest.mark.slow
 
-NEW_VERSION = f"{DEFAULT_VERSION}-{REVISION}"
+NEW_VERSION = deb_version_for()
 
 
 def repo_pillar(version: str) -> dict:

@@ -6,9 +6,9 @@ import pytest
 from support.debs import installed_version
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
-from support.paths import DEFAULT_VERSION, REVISION
+from support.paths import deb_version_for
 
-DEB_VERSION = f"{DEFAULT_VERSION}-{REVISION}"
+DEB_VERSION = deb_version_for()
 
 
 def deb_pillar(deb) -> dict:

@@ -15,13 +15,13 @@ import pytest
 from support.client import login_token, pip_install, sentry_client
 from support.debs import build_deb, install_deb
 from support.hosts import TestHostError
-from support.paths import DEFAULT_VERSION, REPO, REVISION
+from support.paths import DEFAULT_VERSION, REPO, deb_version_for
 from support.server import HostServer
 from support.wheels import make_wheel
 
 ROOT_PASSWORD = "root-Secret-4711"
 ALICE_PASSWORD = "alice-Secret-0815"
-DEB_VERSION = f"{DEFAULT_VERSION}-{REVISION}"
+DEB_VERSION = deb_version_for()
 
 
 def sha256(data: bytes) -> str:

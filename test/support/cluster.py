@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.host_roots import new_host
+from support.host_roots import new_host, python_home
 from support.hosts import BRIDGE_ADDRESS, TestHost, deferred_signals, ensure_bridge, host_address
 from support.paths import REPO
 from support.timing import step
@@ -98,16 +98,6 @@ def minion_venv(version: str) -> Path:
     if not (venv / "bin" / "salt-minion").exists():
         pytest.fail(f"no Salt {version} for test minions in {venv}: run script/bootstrap test")
     return venv
-
-
-def python_home(venv: Path) -> str | None:
-    """Where the Python a venv was made with lies, when it is not the host's own (/usr): pyenv's, say."""
-    for line in (venv / "pyvenv.cfg").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "home":
-            prefix = Path(value.strip()).parent
-            return None if prefix == Path("/usr") else str(prefix)
-    return None
 
 
 def pillar_sls(minion_id: str) -> str:

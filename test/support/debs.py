@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from support.hosts import TestHost
-from support.paths import PINS, REPO
+from support.paths import HOST_RELEASE, PINS, REPO
 from support.timing import step
 
 
-def build_deb(version: str) -> Path:
-    """Build (or reuse) the deb for a pinned devpi-server version; returns its path."""
+def build_deb(version: str, release: str = HOST_RELEASE) -> Path:
+    """Build (or reuse) the deb for a pinned devpi-server version and a Debian release; returns its path."""
     with step("deb build"):
         completed = subprocess.run(
-            [str(REPO / "packaging" / "build-deb"), version], capture_output=True, text=True, check=False
+            [str(REPO / "packaging" / "build-deb"), version, release], capture_output=True, text=True, check=False
         )
     if completed.returncode != 0:
         pytest.fail(f"build-deb {version} failed:\n{completed.stdout[-5000:]}\n{completed.stderr[-5000:]}")
@@ -27,12 +27,14 @@ def build_deb(version: str) -> Path:
     return Path(match.group(1))
 
 
-def known_versions() -> list[str]:
-    return sorted((p.stem for p in PINS.glob("*.txt")), key=lambda v: tuple(int(x) for x in v.split(".")))
+def known_versions(release: str = HOST_RELEASE) -> list[str]:
+    """The devpi-server versions pinned for ``release``, oldest first."""
+    pinned = (PINS / release).glob("*.txt")
+    return sorted((p.stem for p in pinned), key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
 def deb_version(deb: Path) -> str:
-    """6.14.0-1 from sentry_6.14.0-1_amd64.deb."""
+    """6.14.0-3+deb12 from sentry_6.14.0-3+deb12_amd64.deb."""
     return deb.name.split("_")[1]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.hosts import TestHost, TestHostError
-from support.paths import REPO
+from support.paths import HOST_RELEASE, RELEASES, REPO
 from support.timing import step
 
 # Kinds of clean root a test host starts from (script/make-hostroot): systemd
@@ -23,21 +23,24 @@ HOST_ROOT_TIMEOUT = 1800
 
 
 @functools.cache
-def host_root(kind: str = "systemd") -> Path:
-    """The clean Debian 12 root test hosts of ``kind`` start from: made once by script/make-hostroot, then reused.
+def host_root(kind: str = "systemd", release: str = HOST_RELEASE) -> Path:
+    """The clean Debian root (``release``: bookworm, trixie) test hosts of ``kind`` start from: made once by
+    script/make-hostroot, then reused.
 
     Works without pytest too (test/bench). An interrupted build is stopped
     with all its processes; a later call starts it afresh.
     """
     if kind not in HOST_KINDS:
         raise ValueError(f"host kind {kind!r}: one of {', '.join(HOST_KINDS)}")
+    if release not in RELEASES:
+        raise ValueError(f"Debian release {release!r}: one of {', '.join(RELEASES)}")
     with step("host root build"):
-        return _make_host_root(kind)
+        return _make_host_root(kind, release)
 
 
-def _make_host_root(kind: str) -> Path:
+def _make_host_root(kind: str, release: str) -> Path:
     builder = subprocess.Popen(
-        [str(REPO / "script" / "make-hostroot"), kind],
+        [str(REPO / "script" / "make-hostroot"), kind, release],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -54,7 +57,7 @@ def _make_host_root(kind: str) -> Path:
             builder.wait()
         raise
     if builder.returncode != 0:
-        raise TestHostError(f"script/make-hostroot {kind} failed:\n{stdout[-5000:]}\n{stderr[-5000:]}")
+        raise TestHostError(f"script/make-hostroot {kind} {release} failed:\n{stdout[-5000:]}\n{stderr[-5000:]}")
     return Path(stdout.strip().splitlines()[-1])
 
 
@@ -64,13 +67,32 @@ def shared_with_hosts() -> tuple[str, ...]:
     return (str(REPO), *linked)
 
 
-def new_host(name: str, *, kind: str = "systemd", also_shared: tuple[str, ...] = (), **kwargs) -> TestHost:
-    """A test host on a clean root of ``kind`` (see ``HOST_KINDS``) that also sees this repository.
+def python_home(venv: Path) -> str | None:
+    """Where the Python a venv was made with lies, when it is not the host's own (/usr): pyenv's, say."""
+    for line in (venv / "pyvenv.cfg").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            prefix = Path(value.strip()).parent
+            return None if prefix == Path("/usr") else str(prefix)
+    return None
+
+
+def new_host(
+    name: str,
+    *,
+    kind: str = "systemd",
+    release: str = HOST_RELEASE,
+    also_shared: tuple[str, ...] = (),
+    **kwargs,
+) -> TestHost:
+    """A test host on a clean root of ``kind`` (see ``HOST_KINDS``) and Debian ``release`` that also sees this
+    repository.
 
     The repository brings the tooling venv and the built debs, wherever it lies.
     ``also_shared``: more of this machine's directories the host sees (a minion venv's own Python).
     """
-    return TestHost(name, root=host_root(kind), shared=(*shared_with_hosts(), *also_shared), **kwargs)
+    root = host_root(kind, release)
+    return TestHost(name, root=root, shared=(*shared_with_hosts(), *also_shared), **kwargs)
 
 
 def host_name(request: pytest.FixtureRequest) -> str:

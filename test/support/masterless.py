@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -17,8 +18,17 @@ class MasterlessSalt:
 
     CONF = "/etc/salt-test"
 
-    def __init__(self, host: TestHost, pillar: dict | None = None, extra_file_roots: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        host: TestHost,
+        pillar: dict | None = None,
+        extra_file_roots: tuple[str, ...] = (),
+        salt_venv: Path = REPO / ".venv",
+    ) -> None:
+        """``salt_venv``: the Salt that runs salt-call (the tooling venv; another, e.g. a minion venv of its own
+        Python on a host of another Debian release, which the host must see: ``host_roots.python_home``)."""
         self.host = host
+        self.salt_call = str(salt_venv / "bin" / "salt-call")
         conf = host.path(self.CONF)
         (conf / "pillar").mkdir(parents=True, exist_ok=True)
         (conf / "minion").write_text(
@@ -67,7 +77,7 @@ class MasterlessSalt:
 
     def call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.host.run(
-            [str(REPO / ".venv" / "bin" / "salt-call"), "-c", self.CONF, "--local", "--out=json", *args],
+            [self.salt_call, "-c", self.CONF, "--local", "--out=json", *args],
             check=check,
             timeout=900,
         )
