@@ -34,7 +34,7 @@ import yaml
 
 from support.host_roots import new_host, python_home
 from support.hosts import BRIDGE_ADDRESS, TestHost, deferred_signals, ensure_bridge, host_address
-from support.paths import REPO
+from support.paths import REPO, formula_tree
 from support.timing import step
 
 MINION_CONF = "/etc/salt-minion-test"
@@ -154,9 +154,9 @@ class SaltCluster:
             overrides={
                 "interface": BRIDGE_ADDRESS,
                 "auto_accept": True,
-                "file_roots": {"base": [str(REPO), str(self.state_root)]},
-                # Salt's own default (salt-factories sets 0): listing the repo, .venv included,
-                # takes a second, and every directory synced or recursed asks for the list again.
+                "file_roots": {"base": [str(formula_tree()), str(self.state_root)]},
+                # Salt's own default (salt-factories sets 0): every directory synced or recursed asks
+                # for the file list again.
                 "fileserver_list_cache_time": 20,
                 "pillar_roots": {"base": [str(self.pillar_root)]},
                 **(master_overrides or {}),

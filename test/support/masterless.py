@@ -10,11 +10,11 @@ from pathlib import Path
 import yaml
 
 from support.hosts import TestHost
-from support.paths import REPO
+from support.paths import REPO, formula_tree
 
 
 class MasterlessSalt:
-    """salt-call --local inside a test host, with the repo as file_roots and a test pillar."""
+    """salt-call --local inside a test host, with the formula (``formula_tree``) as file_roots and a test pillar."""
 
     CONF = "/etc/salt-test"
 
@@ -37,7 +37,7 @@ class MasterlessSalt:
                     "id": host.name,
                     "file_client": "local",
                     "root_dir": f"{self.CONF}/root",
-                    "file_roots": {"base": [str(REPO), *extra_file_roots]},
+                    "file_roots": {"base": [str(formula_tree()), *extra_file_roots]},
                     "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
                     "log_level_logfile": "debug",
                 }

@@ -59,6 +59,7 @@ MODULE_SECONDS = {
     "test_apt_repo.py": 20,
     "test_docs.py": 5,
     "test_salt_pythons.py": 120,
+    "test_debian13.py": 300,
 }
 UNKNOWN_SECONDS = 120
 UNIT_SECONDS = 1  # test/unit: no hosts
