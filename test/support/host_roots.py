@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support.booted import BootedHost
 from support.hosts import TestHost, TestHostError
 from support.paths import HOST_RELEASE, RELEASES, REPO
 from support.timing import step
@@ -85,14 +86,16 @@ def new_host(
     also_shared: tuple[str, ...] = (),
     **kwargs,
 ) -> TestHost:
-    """A test host on a clean root of ``kind`` (see ``HOST_KINDS``) and Debian ``release`` that also sees this
-    repository.
+    """A test host on a clean root of ``kind`` (see ``HOST_KINDS``; or ``booted``: systemd-nspawn booting the
+    systemd kind's root, support/booted.py) and Debian ``release`` that also sees this repository.
 
     The repository brings the tooling venv and the built debs, wherever it lies.
     ``also_shared``: more of this machine's directories the host sees (a minion venv's own Python).
     """
-    root = host_root(kind, release)
-    return TestHost(name, root=root, shared=(*shared_with_hosts(), *also_shared), **kwargs)
+    shared = (*shared_with_hosts(), *also_shared)
+    if kind == "booted":  # systemd as PID 1 (support/booted.py), on the root of the systemd kind
+        return BootedHost(name, root=host_root("systemd", release), shared=shared, **kwargs)
+    return TestHost(name, root=host_root(kind, release), shared=shared, **kwargs)
 
 
 def host_name(request: pytest.FixtureRequest) -> str:
