@@ -108,7 +108,16 @@ def _put_back_package(journal: dict, package: str) -> list[str]:
     # under the version it started from, which pkg.version counts as installed: ask dpkg itself.
     if _dpkg_state(package) == ("installed", version):
         return []
-    __salt__["pkg.install"](package, version=version, refresh=False, reinstall=True)
+    # apt-get itself, with --reinstall: killed in a maintainer script (prerm, postinst), dpkg marks the
+    # package 'reinstreq' and refuses to configure it, and Salt's pkg.install, which lists no such package
+    # as installed, would ask apt for a plain install ("already the newest version") and fail the same way.
+    __salt__["cmd.run_all"](
+        ["apt-get", "install", "-y", "-q", "--reinstall", "--allow-downgrades", f"{package}={version}"],
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+        python_shell=False,
+        output_loglevel="quiet",
+        ignore_retcode=True,
+    )
     status, now = _dpkg_state(package)
     if (status, now) != ("installed", version):
         raise CommandExecutionError(

@@ -517,6 +517,10 @@ UPGRADE_CASES = [
     ("export", "export", "recover"),
     ("export", "install", "recover"),
     ("export", "install", "rerun"),
+    # In the old package's prerm, on purpose (not by timing): dpkg then leaves it 'reinstreq', which a plain
+    # install refuses to configure ("very bad inconsistent state"): the rerun and recover reinstall it.
+    ("export", "install in prerm", "recover"),
+    ("export", "install in prerm", "rerun"),
     ("export", "import", "recover"),
     ("export", "start server", "rerun"),
     ("auto", "snapshot", "recover"),
@@ -525,8 +529,23 @@ UPGRADE_CASES = [
 ]
 
 
+PRERM = "/var/lib/dpkg/info/sentry.prerm"
+PRERM_ENTERED = "/tmp/sentry-test-prerm-entered"
+
+
+def hold_in_prerm(deployment: Crashable) -> None:
+    """The installed package's prerm, run by the upgrade's dpkg ('prerm upgrade NEW'), waits there the first
+    time, having said so (PRERM_ENTERED): the kill lands inside it."""
+    hold = f"[ -e {PRERM_ENTERED} ] || {{ touch {PRERM_ENTERED}; sleep 120; }}  # sentry-test-prerm\n"
+    script = deployment.host.path(PRERM)
+    shebang, rest = script.read_text().split("\n", 1)
+    script.write_text(f"{shebang}\n{hold}{rest}")
+
+
 def killing_point(deployment: Crashable, step: str):
     """When to kill an upgrade at ``step``: a predicate on the operation and its trail."""
+    if step == "install in prerm":
+        return lambda operation, trail: trail.get("step") == "install" and deployment.host.path(PRERM_ENTERED).exists()
     if step == "export":
         return lambda operation, trail: (
             trail.get("step") == "export" and any(deployment.host.path(HOME).glob("export-*.incomplete/*"))
@@ -547,6 +566,20 @@ def killing_point(deployment: Crashable, step: str):
     return lambda operation, trail: trail.get("step") == step
 
 
+def killed_as_meant(deployment: Crashable, step: str, killed: list[str]) -> None:
+    """The kill at ``step`` hit what it was meant to: the prerm, dpkg, the import."""
+    if step == "install in prerm":
+        assert any("sentry.prerm" in command for command in killed), killed
+        print(f"dpkg says: {deployment.host.run(['dpkg-query', '-W', '-f=${Status}', 'sentry']).stdout}")
+    if step == "install":
+        assert any("dpkg" in command for command in killed), killed
+        audit = deployment.host.run(["dpkg", "--audit"], check=False).stdout.strip()
+        print(f"dpkg --audit: {audit}")
+        assert audit, "dpkg was not interrupted"
+    if step == "import":
+        assert any(runs_import(command) for command in killed), killed
+
+
 @pytest.mark.parametrize(
     ("method", "step", "way"),
     UPGRADE_CASES,
@@ -559,20 +592,18 @@ def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, method, ste
         # A few release files are linked in milliseconds: a copied file that takes a while (its name sorts
         # first) keeps the snapshot going long enough to be killed in the middle of it.
         deployment.host.sh(f"head -c 200M /dev/zero > {SERVERDIR}/.padding && chown sentry:sentry {SERVERDIR}/.padding")
+    trail_step = step.split(" in ")[0]  # "install in prerm": the step is install
+    if step == "install in prerm":
+        deployment.host.run(["rm", "-f", PRERM_ENTERED])
+        hold_in_prerm(deployment)
     operation = Operation(deployment, *upgrade)
     operation.wait_until(f"step {step!r}", killing_point(deployment, step))
     if step == "install":
         time.sleep(0.3)  # well into dpkg's unpacking
     killed = operation.kill()
     trail = operation.trail()
-    assert trail["operation"] == "upgrade" and trail["step"] == step, (trail, killed)
-    if step == "install":
-        assert any("dpkg" in command for command in killed), killed
-        audit = deployment.host.run(["dpkg", "--audit"], check=False).stdout.strip()
-        print(f"dpkg --audit: {audit}")
-        assert audit, "dpkg was not interrupted"
-    if step == "import":
-        assert any(runs_import(command) for command in killed), killed
+    assert trail["operation"] == "upgrade" and trail["step"] == trail_step, (trail, killed)
+    killed_as_meant(deployment, step, killed)
     if trail.get("backup"):
         assert deployment.disk(trail["backup"]) == deployment.baseline["on_disk"]
     if method == "auto":  # in place: the serverdir stays where it is, whole, the snapshot beside it
@@ -581,7 +612,7 @@ def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, method, ste
 
     assert_refused(deployment, trail)
     assert not deployment.answers(f"{NGINX_URL}/+api"), "nginx was started over the trail"
-    if method == "export" and step in ("install", "import"):
+    if method == "export" and trail_step in ("install", "import"):
         assert not any(deployment.host.path(SERVERDIR).iterdir()), "something was initialised over the trail"
     if step in ("start server", "health check"):
         # The server the upgrade started runs on; restarted without its upgrade, it does not serve.
@@ -592,7 +623,7 @@ def test_a_killed_master_upgrade_is_refused_then_mended(at_baseline, method, ste
     if way == "recover":
         recovered = deployment.call("sentry_data.recover")
         print(f"recover: {recovered}")
-        assert recovered["rolled_back"] is True and recovered["step"] == step, recovered
+        assert recovered["rolled_back"] is True and recovered["step"] == trail_step, recovered
         expected = deployment.old
     else:
         result = deployment.call(*upgrade)
