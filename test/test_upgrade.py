@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from support.aptrepo import use_apt_repo
-from support.client import sentry_client
+from support.client import sentry_client, write_window
 from support.cluster import SaltCluster, failed
 from support.cluster_deployment import (
     ALICE_PASSWORD,
@@ -269,12 +269,8 @@ class Traffic:
             self._stop.wait(0.5)
 
     def write_outage(self) -> float:
-        """Seconds from the first refused write to the next acknowledged one after the last refusal."""
-        refused = [at for at, _, ok in self.writes if not ok]
-        if not refused:
-            return 0.0
-        after = [at for at, _, ok in self.writes if ok and at > refused[-1]]
-        return (after[0] if after else refused[-1]) - refused[0]
+        """Seconds from the first refused write to the first acknowledged after the last refusal (``write_window``)."""
+        return write_window(self.writes)
 
     def acknowledged_users(self) -> list[str]:
         return [user for _, user, ok in self.writes if ok]

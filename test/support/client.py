@@ -126,3 +126,20 @@ def upload_generated(
         sentry_client(host, "login", user, password=password)
         host.sh(f"cd {inside} && DEVPI_CLIENTDIR=/tmp/sentry-client sentry upload --from-dir .", timeout=3600)
     return time.monotonic() - started
+
+
+def write_window(writes: list[tuple[float, str, bool]]) -> float:
+    """Seconds from the first refused write to the first one acknowledged after the last refusal (0.0 when
+    none was refused), from ``writes``: (time, what, acknowledged) in the order they were made.
+
+    Writes that never come back make no window: that fails here, naming the last refusal.
+    """
+    refused = [at for at, _, ok in writes if not ok]
+    if not refused:
+        return 0.0
+    after = [at for at, _, ok in writes if ok and at > refused[-1]]
+    assert after, (
+        f"{len(refused)} writes refused, the last {refused[-1] - refused[0]:.1f}s after the first, "
+        "and none acknowledged after it: writes never came back"
+    )
+    return after[0] - refused[0]
