@@ -1,4 +1,5 @@
-{#- Deploy sentry: each concern is a sub-state, applied in this order. #}
+{#- Deploy sentry: each concern is a sub-state, applied in this order. An opt-in concern switched off
+    in pillar (backup, monitor) gets its clean twin: turning it off removes what turning it on set up. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry with context %}
 
@@ -15,7 +16,11 @@ include:
   - {{ tplroot }}.bootstrap
 {%- if sentry.backup.enabled %}
   - {{ tplroot }}.backup
+{%- else %}
+  - {{ tplroot }}.backup.clean
 {%- endif %}
 {%- if sentry.monitor.enabled %}
   - {{ tplroot }}.monitor
+{%- else %}
+  - {{ tplroot }}.monitor.clean
 {%- endif %}

@@ -198,6 +198,28 @@ def scheduled(salt: MasterlessSalt, deb: Path) -> None:
     assert dry.succeeded and dry.changed == {}, dry.changed
 
 
+def test_backup_switched_off_in_pillar_removes_its_schedule_and_back_on_restores_it(deployed, sentry_deb):
+    """backup:enabled false after true: sentry applies sentry.backup.clean; the backups themselves stay."""
+    salt = deployed
+    schedule, settings = "/etc/cron.d/sentry-backup-sentry-server", "/etc/sentry/backup/sentry-server.json"
+    kept = sorted(call(salt, "sentry_backup.backups"))
+    assert kept and salt.host.path(schedule).exists() and salt.host.path(settings).exists()
+    off = pillar(sentry_deb)
+    off["sentry"]["backup"]["enabled"] = False
+    salt.set_pillar(off)
+    try:
+        removed = salt.apply("sentry")
+        assert {"sentry-backup-schedule-absent", "sentry-backup-settings-absent"} <= set(removed.changed)
+        assert not salt.host.path(schedule).exists() and not salt.host.path(settings).exists()
+        assert salt.apply("sentry").changed == {}
+        assert all(salt.host.path(path).exists() for path in kept), kept
+    finally:
+        salt.set_pillar(pillar(sentry_deb))
+    restored = salt.apply("sentry")
+    assert {"sentry-backup-schedule", "sentry-backup-settings"} <= set(restored.changed)
+    assert salt.host.path(schedule).exists() and salt.host.path(settings).exists()
+
+
 def test_cron_runs_the_backup_and_the_drill_on_a_host_with_systemd_not_running(deployed, sentry_deb):
     salt = deployed
     assert salt.host.run(["test", "-d", "/run/systemd/system"], check=False).returncode != 0

@@ -225,3 +225,25 @@ def test_a_failed_drill_reaches_the_master_the_health_and_the_metrics(deployed, 
     assert report["level"] == "warn" and [reason["check"] for reason in report["reasons"]] == ["drill"], report
     found = deployed.wait_for_metric(MASTER, "sentry_last_drill_success", 0)
     assert found["sentry_last_backup_success"] == 1, found
+
+
+def test_monitor_switched_off_in_pillar_removes_what_it_set_up_and_back_on_restores_it(deployed):
+    """monitor:enabled false after true: sentry applies sentry.monitor.clean (cron job, metrics file, beacon)."""
+    cluster, host = deployed.cluster, deployed.hosts[MASTER]
+    watched = [f"/etc/cron.d/sentry-monitor-{PROGRAM}", METRICS]
+    deployed.wait_for_metric(MASTER, "sentry_up", 1)  # cron's first minute has written the file
+    assert all(host.path(path).exists() for path in watched)
+    on = cluster.pillars[MASTER]
+    off = {"sentry": {**on["sentry"], "monitor": {**on["sentry"]["monitor"], "enabled": False}}}
+    cluster.set_pillar(MASTER, off)
+    try:
+        removed = cluster.apply(MASTER)[MASTER]
+        assert {"sentry-monitor-cron-job-absent", "sentry-monitor-metrics-file-absent"} <= set(changed(removed))
+        assert not [path for path in watched if host.path(path).exists()]
+        assert changed(cluster.apply(MASTER)[MASTER]) == {}
+    finally:
+        cluster.set_pillar(MASTER, on)
+    restored = cluster.apply(MASTER)[MASTER]
+    assert "sentry-monitor-cron-job" in changed(restored)
+    assert host.path(watched[0]).exists()
+    deployed.wait_for_metric(MASTER, "sentry_up", 1)
