@@ -128,6 +128,11 @@ CASES = [
         "sentry:server:secret_kdf:memory_cost must be a whole number 32 or more, got 16",
         {"server": {"secret_kdf": {"memory_cost": 16, "parallelism": 4}}},
     ),
+    Case(
+        "prune-keep-zero",
+        "sentry:prune_backups:keep must be a whole number 1 or more, got 0",
+        {"prune_backups": {"keep": 0}},
+    ),
     Case("port-out-of-range", "sentry:nginx:port must be a port number 1-65535, got 70000", {"nginx": {"port": 70000}}),
     Case(
         "unknown-install-source",
