@@ -1,7 +1,8 @@
 """The data of a sentry instance: initialise its serverdir, export, import, the backups kept beside it.
 
-Works with the package's commands (``/usr/sbin/sentry-server``), as the
-service user. The instance (serverdir, program, user) is the one the formula
+Works with the package's commands (``/usr/sbin/sentry-server``): the export
+and the serverdir's initialisation as the service user; the import as root, its
+result then given to the service user. The instance (serverdir, program, user) is the one the formula
 rendered (``sentry_server.settings``); ``instance=PROGRAM`` picks one where a
 host runs several. Nothing here deletes data: what is replaced is moved aside.
 Mending an instance after an import or upgrade died half-way is

@@ -191,8 +191,9 @@ def master(
     read what the server holds in brief (serial, uuid, users and indexes),
     stop the server, snapshot the serverdir to ``_data-backup-<timestamp>``
     (the links brought up to date, the rest copied), install, start on the same serverdir, check
-    it holds the same in brief: nothing in the write window grows with the
-    number of release files. Otherwise, or with ``method=export``: stop the
+    it holds the same in brief: in the write window only the database (devpi's
+    whole changelog) and the folders' listings are copied, the release files
+    having been linked before. Otherwise, or with ``method=export``: stop the
     server and nginx, export, move the data to ``_data-backup-<timestamp>``,
     install the new version, import into a fresh serverdir, start, check its
     health (``sentry_health.check`` against the export as it was right after

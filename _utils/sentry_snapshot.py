@@ -112,7 +112,7 @@ def prepare(serverdir: str, directory: str) -> dict:
     except OSError as exc:
         raise CommandExecutionError(
             f"release files of {serverdir} could not be linked into {path} ({exc}); hard links need the "
-            f"serverdir and server:backup_dir on one filesystem"
+            f"serverdir and its parent folder on one filesystem"
         ) from None
     return {"path": path, "linked": files}
 
@@ -170,7 +170,7 @@ def take(serverdir: str, snapshot: str) -> dict:
     except OSError as exc:
         raise CommandExecutionError(
             f"the snapshot of {serverdir} could not be made in {making} ({exc}); hard links need the "
-            f"serverdir and server:backup_dir on one filesystem"
+            f"serverdir and its parent folder on one filesystem"
         ) from None
     os.rename(making, snapshot)
     return {"path": snapshot, **counts}

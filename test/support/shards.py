@@ -60,6 +60,7 @@ MODULE_SECONDS = {
     "test_docs.py": 5,
     "test_salt_pythons.py": 120,
     "test_debian13.py": 300,
+    "test_booted.py": 180,
 }
 UNKNOWN_SECONDS = 120
 UNIT_SECONDS = 1  # test/unit: no hosts
