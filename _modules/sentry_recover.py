@@ -54,6 +54,8 @@ def recover(instance: str | None = None) -> dict:
     journal = __utils__["sentry_journal.read"](serverdir)
     if journal is None:
         return {"recovered": False, "comment": f"no interrupted operation on {serverdir}"}
+    if journal.get("unreadable"):  # never discarded: it is the only pointer to where the data went
+        raise CommandExecutionError(f"{serverdir}: {__utils__['sentry_journal.describe'](journal)}")
     if __utils__["sentry_journal.alive"](journal):
         raise CommandExecutionError(f"{serverdir}: the {journal['operation']} is still running (pid {journal['pid']})")
     done = []

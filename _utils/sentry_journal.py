@@ -36,20 +36,48 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _write(serverdir: str, record: dict) -> dict:
-    """Replace the record atomically and durably: a crash leaves the old one or the new one."""
-    target = path(serverdir)
+def _partial(target: str, record: dict) -> str:
+    """The record in a file of its own beside ``target``, flushed to disk. Made new and never through a
+    link: the folder is the service user's, who could have left a link at that name for root to follow."""
     partial = f"{target}.{os.getpid()}.tmp"
-    with open(partial, "w", encoding="utf-8") as handle:
+    try:
+        os.unlink(partial)  # a killed run's (the link itself, if it is one: unlink follows none)
+    except FileNotFoundError:
+        pass
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(partial, target)
+    return partial
+
+
+def _sync_folder(target: str) -> None:
     directory = os.open(os.path.dirname(target), os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _write(serverdir: str, record: dict) -> dict:
+    """Replace the record atomically and durably: a crash leaves the old one or the new one."""
+    target = path(serverdir)
+    os.replace(_partial(target, record), target)
+    _sync_folder(target)
+    return record
+
+
+def _create(serverdir: str, record: dict) -> dict:
+    """Make the record where none is, atomically: of two operations beginning at once, one gets
+    FileExistsError (a hard link, unlike a rename, never replaces what is there)."""
+    target = path(serverdir)
+    partial = _partial(target, record)
+    try:
+        os.link(partial, target)
+    finally:
+        os.unlink(partial)
+    _sync_folder(target)
     return record
 
 
@@ -60,8 +88,8 @@ def read(serverdir: str) -> dict | None:
             return json.load(handle)
     except FileNotFoundError:
         return None
-    except ValueError as exc:  # written atomically, so only by hand
-        return {"operation": "unknown", "step": "unknown", "unreadable": str(exc)}
+    except ValueError as exc:  # written atomically, so only by hand (or a disk's fault)
+        return {"operation": "unknown", "step": "unknown", "unreadable": str(exc), "trail": path(serverdir)}
 
 
 def alive(record: dict) -> bool:
@@ -76,11 +104,12 @@ def mine(record: dict | None) -> bool:
 
 
 def begin(serverdir: str, operation: str, **facts) -> dict:
-    """Start the record of ``operation`` owned by this process; raises FileExistsError over another's."""
+    """Start the record of ``operation`` owned by this process; raises FileExistsError over another's,
+    also when another begins at the same moment."""
     if read(serverdir) is not None:
         raise FileExistsError(path(serverdir))
     pid = os.getpid()
-    return _write(
+    return _create(
         serverdir,
         {
             "operation": operation,
@@ -112,6 +141,12 @@ def end(serverdir: str) -> None:
 
 def describe(record: dict) -> str:
     """One sentence for the operator: what was interrupted, where, and where the data is."""
+    if record.get("unreadable"):
+        return (
+            f"an interrupted operation left {record['trail']}, which cannot be read ({record['unreadable']}); "
+            "it is the only record of where the data went: read it, put the data back by hand (or mend the "
+            "file), and move it away before anything else"
+        )
     where = f" at step '{record.get('step')}'" if record.get("step") else ""
     text = f"an interrupted {record.get('operation', 'operation')}{where} (started {record.get('started', '?')})"
     if record.get("backup") and os.path.exists(record["backup"]):

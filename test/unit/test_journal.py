@@ -62,6 +62,32 @@ def test_an_unreadable_trail_still_blocks(serverdir):
     Path(journal.path(serverdir)).write_text("{half")
     record = journal.read(serverdir)
     assert record is not None and record["operation"] == "unknown" and not journal.alive(record)
+    said = journal.describe(record)
+    assert journal.path(serverdir) in said and "cannot be read" in said and "only record" in said
+
+
+def test_two_operations_beginning_at_once_cannot_both_own_the_trail(serverdir, monkeypatch):
+    # The other's trail appears between this one's look (none yet) and its write: it must not be replaced.
+    other = {"operation": "import", "pid": 1}
+    real_read = journal.read
+    monkeypatch.setattr(journal, "read", lambda sd: None)
+    Path(journal.path(serverdir)).write_text(str(other).replace("'", '"'))
+    with pytest.raises(FileExistsError):
+        journal.begin(serverdir, "upgrade")
+    monkeypatch.setattr(journal, "read", real_read)
+    assert journal.read(serverdir) == other
+    assert [name for name in os.listdir(os.path.dirname(serverdir)) if name.endswith(".tmp")] == []
+
+
+def test_root_writes_no_trail_through_a_link_the_service_user_planted(serverdir, tmp_path):
+    victim = tmp_path / "root-owned"
+    victim.write_text("untouched")
+    target = journal.path(serverdir)
+    os.symlink(victim, f"{target}.{os.getpid()}.tmp")  # the temporary file's name, as the owner of the folder could
+    journal.begin(serverdir, "upgrade")
+    journal.update(serverdir, step="stop")
+    assert victim.read_text() == "untouched"
+    assert journal.read(serverdir)["step"] == "stop" and not os.path.islink(target)
 
 
 def test_put_back_undoes_a_move_at_any_point(serverdir, tmp_path):

@@ -9,6 +9,7 @@ how recover mends it on a deployed host, is in test_crash.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from salt.exceptions import CommandExecutionError
@@ -77,7 +78,7 @@ def host(serverdir) -> Host:
 @pytest.fixture
 def configure_loader_modules(host):
     utils = {
-        **{f"sentry_journal.{f}": getattr(journal, f) for f in ("read", "alive", "end")},
+        **{f"sentry_journal.{f}": getattr(journal, f) for f in ("read", "alive", "end", "describe")},
         **{f"sentry_backups.{f}": getattr(backups, f) for f in ("put_back", "import_scratch", "new_path")},
         "sentry_snapshot.scratch_path": snapshots.scratch_path,
     }
@@ -222,3 +223,12 @@ def test_an_in_place_upgrade_killed_while_it_made_its_snapshot_leaves_the_server
     assert f"what the interrupted upgrade had written is in {failed}" in result["done"], result["done"]
     assert ("start", PROGRAM) in host.calls and ("service.start", "nginx") in host.calls
     assert journal.read(serverdir) is None
+
+
+def test_an_unreadable_trail_is_refused_and_kept(host, serverdir):
+    trail = Path(f"{serverdir}.operation.json")
+    trail.write_text("{half")
+    with pytest.raises(CommandExecutionError, match=r"operation\.json, which cannot be read"):
+        recover.recover(PROGRAM)
+    assert trail.read_text() == "{half"
+    assert host.running  # nothing stopped or started
