@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -282,7 +284,8 @@ def _drill(config: dict, path: str, port: int, steps: dict) -> dict:
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=config["backup_folder"])
     server = None
     try:
-        shutil.chown(scratch, config["user"], config["group"])
+        # lchown: the scratch folder's own owner changes, whatever stands at its name
+        os.lchown(scratch, pwd.getpwnam(config["user"]).pw_uid, grp.getgrnam(config["group"]).gr_gid)
         serverdir = os.path.join(scratch, "data")
         _timed(
             steps,

@@ -13,8 +13,10 @@ Mending an instance after an import or upgrade died half-way is
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import time
 
@@ -214,6 +216,12 @@ def _stop_if_own(config: dict, serverdir: str, stop: bool) -> bool:
     return __salt__["sentry_server.stop"](config["program"])
 
 
+def _give(path: str, config: dict) -> None:
+    """``path`` to the service user and group, the path itself: a link is not followed (root does this in
+    folders the service user could have put a link in)."""
+    os.lchown(path, pwd.getpwnam(config["user"]).pw_uid, grp.getgrnam(config["group"]).gr_gid)
+
+
 def _empty_partial(dest: str, config: dict) -> str:
     """``DEST.incomplete``, empty and the service user's, made by root before anything stops: the user
     writes the export into it without needing to write in DEST's parent (a mount point, /srv)."""
@@ -222,7 +230,7 @@ def _empty_partial(dest: str, config: dict) -> str:
         if os.path.exists(partial):
             shutil.rmtree(partial)  # an earlier attempt's, never complete
         os.mkdir(partial, 0o750)
-        shutil.chown(partial, config["user"], config["group"])
+        _give(partial, config)
     except OSError as exc:
         raise CommandExecutionError(f"cannot make the export directory {partial}: {exc}") from None
     return partial
@@ -368,8 +376,8 @@ def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, 
         raise CommandExecutionError(f"import of {src} failed: {(result['stderr'] or result['stdout']).strip()}{kept}")
     for root, dirs, files in os.walk(serverdir):
         for name in (*dirs, *files):
-            shutil.chown(os.path.join(root, name), config["user"], config["group"])
-    shutil.chown(serverdir, config["user"], config["group"])
+            _give(os.path.join(root, name), config)
+    _give(serverdir, config)
 
 
 def _refuse_over(journal: dict | None, serverdir: str) -> None:

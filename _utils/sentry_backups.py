@@ -37,7 +37,8 @@ def move_aside(serverdir: str, kind: str, aside: str | None = None) -> str:
     stat = os.stat(serverdir)
     os.rename(serverdir, aside)
     os.mkdir(serverdir, stat.st_mode & 0o7777)
-    os.chown(serverdir, stat.st_uid, stat.st_gid)
+    # Not through a link: the service user, who owns the parent, could have put one at that name meanwhile.
+    os.lchown(serverdir, stat.st_uid, stat.st_gid)
     return aside
 
 

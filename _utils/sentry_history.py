@@ -22,7 +22,9 @@ def record(home: str, program: str, result: dict) -> None:
     (the upgrade itself is done or rolled back by then)."""
     entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "program": program, **result}
     try:
-        with open(os.path.join(home, FILE), "a", encoding="utf-8") as handle:
+        # In the service user's home: appended to the file itself, never through a link left at its name.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        with os.fdopen(os.open(os.path.join(home, FILE), flags, 0o644), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
     except OSError as exc:
         log.warning("sentry_history: could not record the upgrade in %s: %s", home, exc)

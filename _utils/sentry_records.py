@@ -79,11 +79,18 @@ def write(serverdir: str, kind: str, new: dict) -> dict:
     records = merged(read(serverdir), kind, new)
     target = path(serverdir)
     partial = f"{target}.partial"
-    with open(partial, "w", encoding="utf-8") as handle:
+    # Root writes in the service user's folder: a new file, never through a link left at that name
+    # (unlink removes a link itself; O_NOFOLLOW and O_EXCL refuse one put there meanwhile).
+    try:
+        os.unlink(partial)
+    except FileNotFoundError:
+        pass
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.fchmod(descriptor, 0o644)  # readable by health and metrics runs whatever the umask
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(records, handle, indent=2, sort_keys=True)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(partial, 0o644)
     os.replace(partial, target)
     return records

@@ -94,6 +94,17 @@ def test_a_failure_keeps_the_last_success(tmp_path):
         records.merged({}, "upgrade", good)
 
 
+def test_records_are_never_written_through_a_link_the_service_user_planted(tmp_path):
+    victim = tmp_path / "root-owned"
+    victim.write_text("untouched")
+    os.chmod(victim, 0o600)
+    serverdir = str(tmp_path / "data")
+    os.symlink(victim, records.path(serverdir) + ".partial")  # where root writes first, in the user's folder
+    records.write(serverdir, "backup", records.entry(100, 1, path="/b/backup-1"))
+    assert victim.read_text() == "untouched" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert records.read(serverdir)["backup"]["last"]["path"] == "/b/backup-1"
+
+
 def test_unreadable_records_read_as_none(tmp_path):
     serverdir = str(tmp_path / "data")
     with open(records.path(serverdir), "w") as handle:

@@ -290,3 +290,17 @@ def test_last_is_the_instances_own(tmp_path):
     upgrade.__utils__ = {"sentry_history.last": history.last}
     assert upgrade.last("sentry-b")["version"] == {"new": "2"}
     assert upgrade.last("sentry-c")["version"] == {"new": "1"}
+
+
+def test_the_upgrade_history_is_never_appended_through_a_link(tmp_path, caplog):
+    victim = tmp_path / "root-owned"
+    victim.write_text("untouched\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / history.FILE).symlink_to(victim)  # planted by the service user, whose home this is
+    history.record(str(home), "sentry-server", {"changed": True})
+    assert victim.read_text() == "untouched\n"
+    assert "could not record the upgrade" in caplog.text
+    (home / history.FILE).unlink()
+    history.record(str(home), "sentry-server", {"changed": True})
+    assert history.last(str(home), "sentry-server")["changed"] is True
