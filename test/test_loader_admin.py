@@ -14,7 +14,7 @@ import json
 import pytest
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
-from support.paths import REPO
+from support.paths import REPO, formula_tree
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,12 @@ def host(sentry_deb):
 
 
 def through_loader(host, *calls, pillar: dict = PILLAR) -> list[dict]:
-    request = {"repo": str(REPO), "pillar": pillar, "calls": [list(call) for call in calls]}
+    request = {
+        "repo": str(REPO),
+        "file_root": str(formula_tree()),
+        "pillar": pillar,
+        "calls": [list(call) for call in calls],
+    }
     ran = host.run(
         [str(REPO / ".venv" / "bin" / "python"), str(REPO / "test" / "support" / "loader_in_host.py")],
         input=json.dumps(request),

@@ -1,6 +1,6 @@
 """Run inside a test host: Salt's loader (pytest-salt-factories ``Loaders``) over the repository's modules.
 
-Reads ``{"repo", "pillar", "calls": [[kind, function, args, kwargs], ...]}`` as
+Reads ``{"repo", "file_root", "pillar", "calls": [[kind, function, args, kwargs], ...]}`` as
 JSON on stdin; ``kind`` is ``module``, ``state`` or ``missing`` (why the loader
 left ``function`` out, or null when it is there). Prints one JSON list: per
 call ``{"value": ...}`` (a module's return; a state's name, result, changes
@@ -20,7 +20,8 @@ from salt.exceptions import CommandExecutionError
 from saltfactories.utils.functional import Loaders
 
 
-def make_loaders(repo: str, pillar: dict) -> Loaders:
+def make_loaders(repo: str, file_root: str, pillar: dict) -> Loaders:
+    """``file_root``: what Salt serves (support.paths.formula_tree): the clone itself would be walked whole."""
     root = Path(tempfile.mkdtemp(prefix="sentry-loader-"))
     pillar_root = root / "pillar"
     pillar_root.mkdir()
@@ -32,7 +33,7 @@ def make_loaders(repo: str, pillar: dict) -> Loaders:
             "root_dir": str(root),
             "cachedir": str(root / "cache"),
             "file_client": "local",
-            "file_roots": {"base": [repo]},
+            "file_roots": {"base": [file_root]},
             "pillar_roots": {"base": [str(pillar_root)]},
             "module_dirs": [f"{repo}/_modules"],
             "states_dirs": [f"{repo}/_states"],
@@ -60,7 +61,7 @@ def run(loaders: Loaders, kind: str, function: str, args: list, kwargs: dict) ->
 
 def main() -> None:
     request = json.load(sys.stdin)
-    loaders = make_loaders(request["repo"], request["pillar"])
+    loaders = make_loaders(request["repo"], request["file_root"], request["pillar"])
     print(json.dumps([run(loaders, *call) for call in request["calls"]]))
 
 
