@@ -7,9 +7,23 @@
     the steps below that this run needs, in order; each step waits for the one
     before it. Minions already at the version are left alone; nothing is ever deleted. -#}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import sentry with context %}
-{%- set upgrade = sentry.upgrade %}
 {%- macro fail(message) %}{% do raise("sentry.upgrade: " ~ message) %}{% endmacro %}
+{#- Rendered on the master, which has the formula's runners but not its execution modules (map.jinja's
+    rules): only sentry:upgrade is read, checked here; each minion checks the rest of its pillar. #}
+{%- import_yaml tplroot ~ "/defaults.yaml" as defaults %}
+{%- set known = defaults.sentry.upgrade %}
+{%- set given = salt["pillar.get"]("sentry:upgrade", {}) %}
+{%- if given is not mapping %}{{ fail("sentry:upgrade must be a mapping, got " ~ (given | json)) }}{% endif %}
+{%- for key, value in given | dictsort %}
+  {%- if key not in known %}
+    {{- fail("unknown key sentry:upgrade:" ~ key ~ " (known: " ~ (known | list | sort | join(", ")) ~ ")") }}
+  {%- elif (known[key] is string and value is not string)
+        or (known[key] is sameas true or known[key] is sameas false) != (value is sameas true or value is sameas false)
+        or (known[key] is integer and value is not integer) %}
+    {{- fail("sentry:upgrade:" ~ key ~ " must be like its default " ~ (known[key] | json) ~ ", got " ~ (value | json)) }}
+  {%- endif %}
+{%- endfor %}
+{%- set upgrade = salt["slsutil.merge"](known, given, strategy="recurse") %}
 
 {%- if "sentry_upgrade.plan" not in salt["saltutil.runner"]("doc.runner") %}
   {{- fail("the master lacks the formula's runner sentry_upgrade.plan: run 'salt-run saltutil.sync_runners' once") }}

@@ -1,0 +1,125 @@
+"""The formula's pillar rules (``_utils/sentry_pillar.py``, map.jinja's source): defaults.yaml under a pillar,
+every refusal naming its key, and what derives from the settings. No Salt run: test_formula_package and
+test_bad_input render them in hosts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from support.loading import REPO, load
+
+rules = load("_utils/sentry_pillar.py", "sentry_pillar_unit")
+DEFAULTS = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"]
+EXISTING = {"/srv/sentry.deb", "/opt/salt/bin/salt-call"}
+
+
+def settings(pillar: dict, **kwargs) -> dict:
+    given = {"file_exists": EXISTING.__contains__, **kwargs}
+    return rules.settings(copy.deepcopy(DEFAULTS), pillar, **given)
+
+
+@pytest.mark.parametrize(
+    ("pillar", "message"),
+    [
+        ({"pakage": {}}, "unknown key sentry:pakage (known: auth, backup,"),
+        ({"package": "sentry"}, "sentry:package must be a mapping, got string"),
+        ({"server": {"port": "3141"}}, 'sentry:server:port must be a number, got string "3141"'),
+        ({"server": {"port": True}}, "sentry:server:port must be a number, got boolean true"),
+        ({"server": {"extra_args": "--debug"}}, "sentry:server:extra_args must be a list, got string"),
+        ({"package": {"source": "ftp"}}, "sentry:package:source must be one of repo, deb, apt_repo"),
+        ({"package": {"source": "deb", "deb": "/nonexistent/sentry.deb"}}, "no such file /nonexistent/sentry.deb"),
+        ({"package": {"source": "deb", "deb": "sentry.deb"}}, "must be an absolute path or an http(s) URL"),
+        ({"package": {"source": "apt_repo"}}, "sentry:package:apt_repo:line is required"),
+        ({"nginx": {"port": 0}}, "sentry:nginx:port must be a port number 1-65535, got 0"),
+        ({"server": {"master_url": "http://m:3141", "offline_mode": True}}, "offline_mode cannot go with"),
+        ({"server": {"master_url": "http://m:3141", "role": "primary"}}, "role primary cannot go with"),
+        ({"server": {"host": "0.0.0.0"}}, "sentry:server:host must be a loopback address"),  # noqa: S104
+        ({"server": {"restrict_modify": "root alice"}}, "sentry:server:restrict_modify is user names"),
+        ({"server": {"restrict_modify": "alice"}, "bootstrap": {"users": {"bob": {}}}}, "must include root"),
+        ({"server": {"threads": 0}}, "sentry:server:threads must be a whole number 1 or more, got 0"),
+        ({"server": {"secret_kdf": {"memory_cost": 16}}}, "secret_kdf:memory_cost must be a whole number 32 or more"),
+        ({"nginx": {"replica_addresses": ["10.0.0.0/33"]}}, "sentry:nginx:replica_addresses: each is an IP"),
+        ({"nginx": {"listen_addresses": ["10.0.0.0/8"]}}, "sentry:nginx:listen_addresses: each is an IP address"),
+        ({"nginx": {"tls": {"enabled": True}}}, "sentry:nginx:tls:enabled needs sentry:nginx:tls:cert"),
+        ({"nginx": {"client_max_body_size": "12x"}}, "sentry:nginx:client_max_body_size must be a size"),
+        ({"nginx": {"cache": {"indexes": ["pypi"]}}}, "sentry:nginx:cache:indexes: each is an index name"),
+        ({"mirror": {"https_proxy": "proxy:3128"}}, "sentry:mirror:https_proxy must be an http(s) URL or ''"),
+        ({"mirror": {"ca_bundle": "/nonexistent"}}, "sentry:mirror:ca_bundle must be the absolute path of a PEM"),
+        ({"mirror": {"ca_certificates": {"corp": "x"}}}, "sentry:mirror:ca_certificates:corp must be a PEM"),
+        ({"upgrade": {"method": "inplace"}}, "sentry:upgrade:method must be auto"),
+        ({"prune_backups": {"keep": 0}}, "sentry:prune_backups:keep must be a whole number 1 or more, got 0"),
+        ({"backup": {"schedule": "daily"}}, "sentry:backup:schedule must be a cron schedule"),
+        ({"cron": {"salt_call": "salt call"}}, "sentry:cron:salt_call must be an absolute path without spaces or a"),
+        ({"monitor": {"health": {"behind_warn": 5000}}}, "behind_warn (5000) must not exceed behind_fatal (3600)"),
+        ({"monitor": {"metrics_file": "/x.txt"}}, "sentry:monitor:metrics_file must be an absolute path ending in"),
+        ({"bootstrap": {"users": {"a": {"pw": 1}}}}, "unknown key sentry:bootstrap:users:a:pw"),
+        ({"bootstrap": {"indexes": {"ab": {}}}}, 'an index is named user/index, got "ab"'),
+        ({"bootstrap": {"indexes": {"a/b": {"type": "mirror"}}}}, "sentry:bootstrap:indexes:a/b:mirror_url must"),
+        ({"bootstrap": {"indexes": {"a/b": {"mirror_url": "https://x"}}}}, "mirror_* settings need type: mirror"),
+        ({"bootstrap": {"indexes": {"a/b": {"bases": "root/pypi"}}}}, "a/b:bases must be a list of index names"),
+        ({"front": {"replicas": ["a:1"], "drained": ["b:2"]}}, "sentry:front:drained names b:2"),
+        ({"auth": {"ldap": {"urls": ["ldap://x"]}}}, "needs sentry:auth:ldap:user_template or"),
+        ({"auth": {"ldap": {"urls": ["ldap://x"], "user_template": "{username}", "bind_dn": "x"}}}, "go together"),
+    ],
+)
+def test_a_bad_pillar_is_refused_naming_its_key(pillar, message):
+    with pytest.raises(rules.PillarError) as refused:
+        settings(pillar)
+    assert str(refused.value).startswith("sentry pillar: ")
+    assert message in str(refused.value)
+
+
+def test_defaults_alone_derive_the_server_and_its_files():
+    got = settings({}, python_executable="/opt/salt/bin/python3", conf_file="/etc/salt/minion")
+    derived = got["derived"]
+    assert derived["server_args"] == [
+        "--serverdir", "/var/lib/sentry/data", "--host", "127.0.0.1", "--port", "3141",
+        "--secretfile", "/var/lib/sentry/.secret", "--theme", "/etc/sentry/theme",
+        "--", "--restrict-modify", "root", "--argon2-memory-cost", "65536", "--argon2-time-cost", "3",
+        "--argon2-parallelism", "4", "--max-request-body-size", "134217728",
+    ]  # fmt: skip
+    assert derived["listen"] == ["0.0.0.0", "[::]"]  # noqa: S104
+    assert derived["cron"] == {
+        "salt_call": "/opt/salt/bin/salt-call",
+        "conf_dir": "/etc/salt",
+        "job_name": "sentry-server",
+    }
+    assert derived["sources"]["nginx-site.conf.jinja"] == ["salt://sentry/files/default/nginx-site.conf.jinja"]
+    assert derived["page_cache"]["enabled"] and derived["page_cache"]["paths"] == "^/(root/pypi)/\\+simple/"
+    assert derived["environment"] == {"HOME": "/var/lib/sentry", "LANG": "C.UTF-8"}
+
+
+def test_no_ipv6_listens_on_ipv4_alone_and_refuses_ipv6_only():
+    assert settings({}, has_ipv6=False)["derived"]["listen"] == ["0.0.0.0"]  # noqa: S104
+    with pytest.raises(rules.PillarError, match="this host has no IPv6"):
+        settings({"nginx": {"listen_addresses": ["::"]}}, has_ipv6=False)
+
+
+def test_a_replica_behind_a_proxy_bypasses_it_for_its_master_and_hides_the_login():
+    got = settings(
+        {
+            "server": {"master_url": "http://u:p@[fd00::1]:8080/", "threads": 8},
+            "mirror": {"https_proxy": "http://a:b%@proxy:3128", "no_proxy": " .corp, localhost "},
+            "nginx": {"cache": {"indexes": ["root/py.pi"]}},
+            "auth": {"lockdown": True},
+        }
+    )["derived"]
+    assert got["environment"]["NO_PROXY"] == "localhost,127.0.0.1,::1,[fd00::1],.corp"
+    assert 'HTTPS_PROXY="http://a:b%%@proxy:3128"' in got["supervisor_environment"]
+    assert got["environment_has_secrets"] is True
+    assert got["server_args"][8:10] == ["--master-url", "http://u:p@[fd00::1]:8080/"]
+    assert got["server_args"][-2:] == ["--threads", "8"]
+    assert got["page_cache"]["enabled"] is False  # under lockdown nothing is cached
+    assert got["page_cache"]["paths"] == "^/(root/py\\.pi)/\\+simple/"
+
+
+def test_templates_get_no_secret():
+    got = settings(
+        {"server": {"root_password": "rootpw", "secret": "s3cret"}, "auth": {"ldap": {"bind_password": "bind"}}}
+    )
+    blanked = rules.without_secrets(got)
+    assert (blanked["server"]["root_password"], blanked["server"]["secret"]) == ("", "")
+    assert blanked["auth"]["ldap"]["bind_password"] == ""
+    assert got["server"]["root_password"] == "rootpw"  # the settings themselves keep them
