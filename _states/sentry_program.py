@@ -158,6 +158,12 @@ def running(
             }
         return {**ret, "result": False, "comment": str(exc)}
 
+    if state == "STARTING" and not pending:
+        # Started a moment ago by someone else (supervisord's autostart, an import): let it finish; only if it
+        # fails is it this state's to start.
+        if __opts__["test"] or _wait_until_ready(api, name, ready_url, ready_timeout) is None:
+            return {**ret, "comment": f"{name} was starting and runs with its current configuration"}
+        state = _state(api, name)
     if pending:
         ret["changes"]["config"] = pending
     if state != "RUNNING":
