@@ -27,7 +27,8 @@ import pytest
 # both shards running.
 # Only the order matters: a stale figure costs balance, never a test.
 MODULE_SECONDS = {
-    "test_crash.py": 680,
+    "test_crash.py": 700,
+    "test_crash_replica.py": 650,
     "test_upgrade.py": 380,
     "test_monitor.py": 370,
     "test_interrupt.py": 250,
