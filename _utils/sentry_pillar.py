@@ -618,6 +618,7 @@ def derive(
             re.match(r"^https?://([^/]*@)", proxy) for proxy in (mirror["https_proxy"], mirror["http_proxy"]) if proxy
         ),
         "default_site_aside": f"{sentry['nginx']['sites_enabled']}.sentry-disabled",
+        "tplroot": tplroot,  # for templates that read the settings themselves (sentry_pillar.settings)
     }
 
 
@@ -662,9 +663,29 @@ def settings(
     return sentry
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its login (``user:password@``) replaced by ``****@``: what a template may show."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1****@", url)
+
+
 def without_secrets(sentry: dict) -> dict:
-    """The settings templates get: root's password, the replication secret and the LDAP bind password blanked."""
+    """The settings templates get, as state output may show them: root's password, the replication secret,
+    the LDAP bind password and the bootstrap users' passwords blanked, proxy logins masked. A template that
+    needs a secret reads it itself, when the file is written (the supervisor programs' environment, the
+    LDAP file's bind password)."""
     context = copy.deepcopy(sentry)
     context["server"].update({"root_password": "", "secret": ""})
     context["auth"]["ldap"]["bind_password"] = ""
+    for user in context["bootstrap"]["users"].values():
+        if isinstance(user, dict) and "password" in user:
+            user["password"] = ""
+    for key in ("https_proxy", "http_proxy"):
+        context["mirror"][key] = masked_url(context["mirror"][key])
+    derived = context.get("derived")
+    if derived:
+        environment = derived["environment"]
+        for key in ("HTTPS_PROXY", "HTTP_PROXY"):
+            if key in environment:
+                environment[key] = masked_url(environment[key])
+        derived["supervisor_environment"] = supervisor_environment(environment)
     return context

@@ -206,3 +206,41 @@ def test_the_secret_file_is_the_service_users_alone_and_kept(applied):
     assert stat.S_IMODE(info.st_mode) == 0o600
     assert host.run(["stat", "-c", "%U:%G", SECRETFILE]).stdout.strip() == "sentry:sentry"
     assert host.path(SECRETFILE).read_bytes() == applied["secret_made"]  # the re-apply kept it
+
+
+def test_no_secret_in_the_rendered_states(applied):
+    """``state.show_sls`` prints every state's arguments, templates' context included: no secret of any kind.
+
+    Each secret the pillar can hold, on the host of the deployment above (its modules are synced): root's
+    password, a user's, the replication secret, LDAP's bind password, a proxy's login.
+    """
+    given = {
+        "root password": ROOT_PASSWORD,
+        "alice's password": ALICE_PASSWORD,
+        "replication secret": f"Secret-{secrets.token_urlsafe(24)}",
+        "LDAP bind password": f"Bind-{secrets.token_urlsafe(12)}",
+        "proxy password": f"Proxy-{secrets.token_urlsafe(12)}",
+    }
+    pillar = yaml.safe_load((REPO / "pillar.example").read_text())
+    sentry = pillar["sentry"]
+    sentry["package"] = {"source": "repo"}
+    sentry["server"].update({"root_password": given["root password"], "secret": given["replication secret"]})
+    sentry["bootstrap"]["users"]["alice"]["password"] = given["alice's password"]
+    sentry.setdefault("mirror", {})["https_proxy"] = f"http://ci:{given['proxy password']}@proxy.example.org:3128"
+    sentry.setdefault("auth", {})["ldap"] = {
+        "urls": ["ldap://ldap.example.org"],
+        "user_template": "uid={username},ou=people,dc=example,dc=org",
+        "bind_dn": "cn=sentry,dc=example,dc=org",
+        "bind_password": given["LDAP bind password"],
+    }
+    salt = applied["salt"]
+    original = salt.host.path(f"{MasterlessSalt.CONF}/pillar/test.sls").read_text()
+    try:
+        salt.set_pillar(pillar)
+        shown = salt.call("state.show_sls", "sentry", check=False)
+    finally:
+        salt.host.path(f"{MasterlessSalt.CONF}/pillar/test.sls").write_text(original)
+    assert shown.returncode == 0 and "sentry-supervisor-program-file" in shown.stdout, shown.stdout + shown.stderr
+    assert "http://****@proxy.example.org:3128" in shown.stdout  # masked where a template is handed the proxy
+    for what, value in given.items():
+        assert value not in shown.stdout + shown.stderr, f"{what} in state.show_sls"

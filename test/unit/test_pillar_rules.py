@@ -117,9 +117,22 @@ def test_a_replica_behind_a_proxy_bypasses_it_for_its_master_and_hides_the_login
 
 def test_templates_get_no_secret():
     got = settings(
-        {"server": {"root_password": "rootpw", "secret": "s3cret"}, "auth": {"ldap": {"bind_password": "bind"}}}
+        {
+            "server": {"root_password": "rootpw", "secret": "s3cret"},
+            "auth": {"ldap": {"bind_password": "bindpw"}},
+            "bootstrap": {"users": {"alice": {"password": "alicepw", "email": "a@example.org"}}},
+            "mirror": {"https_proxy": "http://ci:proxypw@proxy:3128", "http_proxy": "http://proxy:3128"},
+        }
     )
     blanked = rules.without_secrets(got)
     assert (blanked["server"]["root_password"], blanked["server"]["secret"]) == ("", "")
     assert blanked["auth"]["ldap"]["bind_password"] == ""
-    assert got["server"]["root_password"] == "rootpw"  # the settings themselves keep them
+    assert blanked["bootstrap"]["users"]["alice"] == {"password": "", "email": "a@example.org"}
+    assert blanked["mirror"]["https_proxy"] == "http://****@proxy:3128"
+    assert blanked["mirror"]["http_proxy"] == "http://proxy:3128"
+    assert blanked["derived"]["environment"]["HTTPS_PROXY"] == "http://****@proxy:3128"
+    for secret in ("rootpw", "s3cret", "bindpw", "alicepw", "proxypw"):
+        assert secret not in repr(blanked), secret
+    # the settings themselves keep them: the states read them from pillar, a template when it writes its file
+    assert got["server"]["root_password"] == "rootpw"
+    assert 'HTTPS_PROXY="http://ci:proxypw@proxy:3128"' in got["derived"]["supervisor_environment"]
