@@ -24,9 +24,12 @@ class MasterlessSalt:
         pillar: dict | None = None,
         extra_file_roots: tuple[str, ...] = (),
         salt_venv: Path = REPO / ".venv",
+        formula_root: Path | None = None,
     ) -> None:
         """``salt_venv``: the Salt that runs salt-call (the tooling venv; another, e.g. a minion venv of its own
-        Python on a host of another Debian release, which the host must see: ``host_roots.python_home``)."""
+        Python on a host of another Debian release, which the host must see: ``host_roots.python_home``).
+        ``formula_root``: where the formula lies for Salt (default ``formula_tree()``: this clone's), e.g. where
+        spm installed its package."""
         self.host = host
         self.salt_call = str(salt_venv / "bin" / "salt-call")
         conf = host.path(self.CONF)
@@ -37,7 +40,7 @@ class MasterlessSalt:
                     "id": host.name,
                     "file_client": "local",
                     "root_dir": f"{self.CONF}/root",
-                    "file_roots": {"base": [str(formula_tree()), *extra_file_roots]},
+                    "file_roots": {"base": [str(formula_root or formula_tree()), *extra_file_roots]},
                     "pillar_roots": {"base": [f"{self.CONF}/pillar"]},
                     "log_level_logfile": "debug",
                 }
