@@ -19,7 +19,7 @@ test-unit:       ## the unit tier alone: Salt's loader mocks, no root, no hosts,
 lint:
 	script/lint
 
-readme:          ## README's pillar table from sentry/defaults.yaml
+readme:          ## docs/pillar.md's pillar table from sentry/defaults.yaml
 	.venv/bin/python script/pillar_table.py
 
 deb:             ## make deb SENTRY_VERSION=6.14.0 RELEASE=trixie (default: this machine's Debian release)

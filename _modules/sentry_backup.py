@@ -2,7 +2,7 @@
 
 ``run`` exports the instance into ``backup-<timestamp>`` in its backup
 folder while it serves (``devpi-export`` reads one consistent snapshot of the
-database; see README), keeps the newest ``keep`` and records the result.
+database; see docs/backups-and-monitoring.md), keeps the newest ``keep`` and records the result.
 ``drill`` restores a backup into a scratch folder, runs devpi-fsck on it,
 starts a server on it on a free loopback port as the service user and
 compares it with what the backup lists (``sentry_health.check``), then

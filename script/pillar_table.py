@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""README's table of pillar keys, made from sentry/defaults.yaml (keys, defaults, and the comments above them).
+"""docs/pillar.md's table of pillar keys, made from sentry/defaults.yaml (keys, defaults, and the comments above them).
 
-    script/pillar_table.py           rewrite README.md between its pillar-table markers
-    script/pillar_table.py --check   exit 1 when README.md is not what it would write
+    script/pillar_table.py           rewrite docs/pillar.md between its pillar-table markers
+    script/pillar_table.py --check   exit 1 when docs/pillar.md is not what it would write
 
-test/test_docs.py runs the check, so README and defaults.yaml cannot drift.
+test/test_docs.py runs the check, so docs/pillar.md and defaults.yaml cannot drift.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULTS = REPO / "sentry" / "defaults.yaml"
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "pillar.md"
 BEGIN = "<!-- pillar-table: made by script/pillar_table.py from sentry/defaults.yaml; do not edit -->"
 END = "<!-- pillar-table: end -->"
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?:[^#]*\s#\s(?P<inline>.*))?")
@@ -77,27 +77,27 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def rendered(readme: str) -> str:
-    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    return readme[:start] + "\n" + table() + "\n" + readme[end:]
+def rendered(page: str) -> str:
+    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    return page[:start] + "\n" + table() + "\n" + page[end:]
 
 
 def main() -> int:
-    readme = README.read_text()
-    wanted = rendered(readme)
+    page = PAGE.read_text()
+    wanted = rendered(page)
     if "--check" in sys.argv[1:]:
         missing = undocumented()
         if missing:
             print(f"sentry/defaults.yaml: say what these mean in a comment above them: {missing}", file=sys.stderr)
             return 1
-        if wanted != readme:
+        if wanted != page:
             print(
-                "README.md's pillar table differs from sentry/defaults.yaml: run script/pillar_table.py",
+                "docs/pillar.md's pillar table differs from sentry/defaults.yaml: run script/pillar_table.py",
                 file=sys.stderr,
             )
             return 1
         return 0
-    README.write_text(wanted)
+    PAGE.write_text(wanted)
     return 0
 
 

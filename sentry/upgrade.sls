@@ -1,7 +1,7 @@
 {#- Orchestrated upgrade of a master and its replicas:
 
         salt-run saltutil.sync_runners              (once: the plan is a runner)
-        salt-run state.orchestrate sentry.upgrade   (pillar sentry:upgrade, see README)
+        salt-run state.orchestrate sentry.upgrade   (pillar sentry:upgrade, see docs/upgrades-and-recovery.md)
 
     The runner sentry_upgrade.plan asks every minion its version once and names
     the steps below that this run needs, in order; each step waits for the one

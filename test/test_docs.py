@@ -1,4 +1,4 @@
-"""README and pillar.example say what defaults.yaml holds, and cannot drift from it."""
+"""docs/pillar.md and pillar.example say what defaults.yaml holds, and cannot drift from it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ def keys(tree: dict) -> set[str]:
     return found
 
 
-def test_readme_pillar_table_is_made_from_defaults():
+PILLAR_PAGE = REPO / "docs" / "pillar.md"
+
+
+def test_pillar_table_is_made_from_defaults():
     checked = subprocess.run(
         [sys.executable, str(REPO / "script" / "pillar_table.py"), "--check"],
         check=False,
@@ -34,21 +37,22 @@ def test_readme_pillar_table_is_made_from_defaults():
         text=True,
     )
     assert checked.returncode == 0, checked.stderr
-    readme = (REPO / "README.md").read_text()
+    page = PILLAR_PAGE.read_text()
     defaults = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"]
     for path in keys(defaults):
-        assert f"| `{path}` |" in readme, path
+        assert f"| `{path}` |" in page, path
 
 
 def test_the_check_notices_a_stale_table(tmp_path, monkeypatch):
-    stale = (REPO / "README.md").read_text().replace("| `server:port` | `3141` |", "| `server:port` | `8080` |")
-    (tmp_path / "README.md").write_text(stale)
-    monkeypatch.setattr(pillar_table, "README", tmp_path / "README.md")
+    stale = PILLAR_PAGE.read_text().replace("| `server:port` | `3141` |", "| `server:port` | `8080` |")
+    assert stale != PILLAR_PAGE.read_text()
+    (tmp_path / "pillar.md").write_text(stale)
+    monkeypatch.setattr(pillar_table, "PAGE", tmp_path / "pillar.md")
     monkeypatch.setattr(sys, "argv", ["pillar_table.py", "--check"])
     assert pillar_table.main() == 1
     monkeypatch.setattr(sys, "argv", ["pillar_table.py"])
     assert pillar_table.main() == 0
-    assert (tmp_path / "README.md").read_text() == (REPO / "README.md").read_text()
+    assert (tmp_path / "pillar.md").read_text() == PILLAR_PAGE.read_text()
 
 
 def test_pillar_example_shows_every_key():
@@ -59,7 +63,7 @@ def test_pillar_example_shows_every_key():
 
 
 def test_the_example_tree_names_only_known_keys():
-    """example/pillar (README's "Environments"): every file's keys are defaults.yaml's (test_environments
+    """example/pillar (docs/environments.md): every file's keys are defaults.yaml's (test_environments
     applies the tree through a master; this says it at once, without hosts)."""
     defaults = keys(yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"])
     files = sorted((REPO / "example" / "pillar" / "sentry").glob("*.sls"))

@@ -242,7 +242,7 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     )
     assert refused.returncode != 0, "a revoked token still reads"
     sentry_client(master, "logoff")  # the client still holds the revoked token: every request would be refused
-    # carol's token carries no group: her upload to team/dev (uploaders) is refused, as README says.
+    # carol's token carries no group: her upload to team/dev (uploaders) is refused, as docs/access.md says.
     carols = make_token(master, CAROL.uid, "/tmp/carol-up.token", "-a", "upload", "-i", "team/dev")
     assert carols
     sentry_client(master, "logoff")

@@ -128,7 +128,7 @@ def deployed(salt_factories, sentry_deb, tmp_path_factory):
             cluster.set_pillar(minion_id, pillar)
         first = cluster.apply(MASTER)
         first.update(cluster.apply(REPLICA))
-        # The beacon's configuration is read when salt-minion starts (README: restart it once).
+        # The beacon's configuration is read when salt-minion starts (docs/backups-and-monitoring.md: restart it once).
         cluster.restart_minion(REPLICA)
         yield Deployed(cluster, hosts, first)
 
@@ -204,7 +204,7 @@ def test_cut_replica_goes_warn_then_fatal_and_the_master_hears_of_it(deployed, e
 
 def test_a_failed_drill_reaches_the_master_the_health_and_the_metrics(deployed, event_listener):
     cluster, master = deployed.cluster, deployed.hosts[MASTER]
-    cluster.restart_minion(MASTER)  # its beacon's configuration is read at start, as README says
+    cluster.restart_minion(MASTER)  # its beacon's configuration is read at start, see docs/backups-and-monitoring.md
     made = cluster.salt(MASTER, "sentry_admin.backup", timeout=300)
     assert made.returncode == 0, made.stdout + made.stderr
     newest = cluster.salt(MASTER, "sentry_backup.backups").data[MASTER][0]
