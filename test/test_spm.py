@@ -52,8 +52,12 @@ def test_the_package_holds_the_formula_alone(used_clone):
     package = build(used_clone)
     assert package.name == "sentry-0.1.0-1.spm" and package.parent == used_clone / "build" / "spm"
     with tarfile.open(package) as tar:
-        names = [member.name for member in tar.getmembers() if member.isfile()]
-        contents = b"".join(tar.extractfile(member).read() for member in tar.getmembers() if member.isfile())
+        files = [member for member in tar.getmembers() if member.isfile()]
+        contents = b"".join(tar.extractfile(member).read() for member in files)
+        # spm's own record of the package, beside its files: FORMULA as it is
+        (record,) = [member for member in files if member.name == "sentry"]
+        assert tar.extractfile(record).read() == (used_clone / "FORMULA").read_bytes()
+    names = [member.name for member in files if member.name != "sentry"]
     assert all(name.startswith("sentry/") for name in names), names
     top = {name.split("/")[1] for name in names}
     assert top <= PACKAGED | DOCS and PACKAGED <= top, top
