@@ -2,7 +2,7 @@
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 RELEASE ?= $(shell . /etc/os-release && echo $$VERSION_CODENAME)
 
-.PHONY: deploy test test-fast test-unit lint readme deb debs pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front bench-storm
+.PHONY: deploy test test-fast test-unit lint readme deb debs spm pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front bench-storm
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -28,6 +28,9 @@ deb:             ## make deb SENTRY_VERSION=6.14.0 RELEASE=trixie (default: this
 debs:            ## every pinned version for every Debian release (packaging/pins/<release>/<version>.txt)
 	for pins in packaging/pins/*/*.txt; do \
 		packaging/build-deb $$(basename $$pins .txt) $$(basename $$(dirname $$pins)) || exit 1; done
+
+spm:             ## the formula as an SPM package, build/spm/sentry-<version>-<release>.spm (script/build-spm)
+	script/build-spm
 
 pins:            ## make pins SERVER=6.20.3 WEB=5.1.1 CLIENT=7.3.0 RELEASE=trixie
 	packaging/freeze-pins $(SERVER) $(WEB) $(CLIENT) $(RELEASE)
