@@ -115,6 +115,24 @@ def test_api_and_themed_ui_answer_through_nginx(deployment):
     assert "style.css" in page
 
 
+@pytest.mark.parametrize("accept", ["", "*/*"], ids=["no-accept", "accept-anything"])
+def test_a_login_posted_by_a_script_gets_devpis_json_answer(deployment, accept):
+    """Scripts written for devpi POST /+login with no Accept header (urllib) or accepting anything (curl,
+    requests): the JSON answer, as plain devpi gives it (the deb's devpi-lockdown would give them its HTML
+    login page); browsers still get the page."""
+    credentials = json.dumps({"user": "root", "password": ROOT_PASSWORD})
+    answered = deployment.host.run(
+        ["curl", "-sS", "-H", f"Accept:{' ' + accept if accept else ''}", "-H", "Content-Type: application/json",
+         "--data-binary", "@-", "-w", "\n%{http_code} %{content_type}", "http://127.0.0.1/+login"],
+        input=credentials,
+    ).stdout  # fmt: skip
+    body, _, status = answered.rpartition("\n")
+    assert status.startswith("200 application/json"), answered[-300:]
+    assert json.loads(body)["result"]["password"]
+    page = deployment.curl("http://127.0.0.1/+login", "-H", "Accept: text/html,application/xhtml+xml")
+    assert "<form" in page and TITLE in page
+
+
 def test_upload_then_pip_install_through_nginx(deployment, uploaded, probe_wheel):
     assert uploaded.startswith("http://127.0.0.1/alice/dev/+f/")
     headers = deployment.curl(uploaded, "-D", "-", "-o", "/tmp/fetched.whl")
