@@ -85,7 +85,7 @@ def replica_reasons(facts: dict, thresholds: dict) -> list[dict]:
     if facts["heard_seconds"] is not None:
         level = by_age(facts["heard_seconds"], thresholds["no_contact_warn"], thresholds["no_contact_fatal"])
         if level != "ok":
-            reasons.append(_reason(level, "contact", f"no answer from the master for {facts['heard_seconds']:.0f} s"))
+            reasons.append(_reason(level, "contact", f"no answer from the primary for {facts['heard_seconds']:.0f} s"))
     elif facts["never_heard_seconds"] is not None:
         level = by_age(facts["never_heard_seconds"], thresholds["no_contact_warn"], thresholds["no_contact_fatal"])
         if level != "ok":
@@ -93,7 +93,7 @@ def replica_reasons(facts: dict, thresholds: dict) -> list[dict]:
                 _reason(
                     level,
                     "contact",
-                    f"no answer from the master since it started {facts['never_heard_seconds']:.0f} s ago",
+                    f"no answer from the primary since it started {facts['never_heard_seconds']:.0f} s ago",
                 )
             )
     if facts["lag_serials"]:
@@ -103,7 +103,7 @@ def replica_reasons(facts: dict, thresholds: dict) -> list[dict]:
             level = by_age(facts["lag_seconds"], thresholds["behind_warn"], thresholds["behind_fatal"])
             since = f"for {facts['lag_seconds']:.0f} s"
         if level != "ok":
-            reasons.append(_reason(level, "lag", f"{facts['lag_serials']} serials behind the master {since}"))
+            reasons.append(_reason(level, "lag", f"{facts['lag_serials']} serials behind the primary {since}"))
     elif facts["replication_errors"]:
         errors = facts["replication_errors"]
         named = (

@@ -189,7 +189,7 @@ def test_cut_replica_goes_warn_then_fatal_and_the_master_hears_of_it(deployed, e
         report = deployed.health(REPLICA)
         assert report["level"] == "fatal", report
         assert report["heard_seconds"] > HEALTH["no_contact_fatal"], report
-        assert "no answer from the master" in report["reasons"][0]["message"], report
+        assert "no answer from the primary" in report["reasons"][0]["message"], report
         found = deployed.wait_for_metric(REPLICA, "sentry_health_level", 2)
         assert found["sentry_replica_contact_age_seconds"] > HEALTH["no_contact_fatal"], found
         assert deployed.health(MASTER)["level"] == "ok"  # the master itself is fine
