@@ -1,5 +1,5 @@
 """The formula's settings as its states see them: defaults.yaml under pillar ``sentry``, checked, with what
-derives from them (``_utils/sentry_pillar.py`` holds the rules).
+derives from them (the rules: ``_utils/sentry_pillar.py``; what derives: ``_utils/sentry_derived.py``).
 
 ``sentry/map.jinja`` calls ``settings`` once per sls it renders: a bad pillar
 fails the render with the key's name, before any state runs.
@@ -37,17 +37,22 @@ def settings(defaults: dict | None = None, tplroot: str = "sentry") -> dict:
             raise CommandExecutionError(f"no salt://{tplroot}/defaults.yaml: is the formula in the file roots?")
         defaults = salt.utils.yaml.safe_load(text)["sentry"]
     try:
-        return __utils__["sentry_pillar.settings"](
+        sentry = __utils__["sentry_pillar.checked"](
             defaults,
             __pillar__.get("sentry", {}),
             has_ipv6=bool(__grains__.get("ipv6")),
-            python_executable=__grains__.get("pythonexecutable", "/nonexistent/python"),
-            conf_file=__opts__.get("conf_file") or "/etc/salt/minion",
-            tplroot=tplroot,
             file_exists=__salt__["file.file_exists"],
         )
     except ValueError as exc:  # PillarError: the message names the key
         raise CommandExecutionError(str(exc)) from None
+    sentry["derived"] = __utils__["sentry_derived.derive"](
+        sentry,
+        tplroot=tplroot,
+        python_executable=__grains__.get("pythonexecutable", "/nonexistent/python"),
+        conf_file=__opts__.get("conf_file") or "/etc/salt/minion",
+        file_exists=__salt__["file.file_exists"],
+    )
+    return sentry
 
 
 def without_secrets(settings_: dict) -> dict:
@@ -61,4 +66,4 @@ def without_secrets(settings_: dict) -> dict:
 
         salt '*' sentry_pillar.without_secrets '{"server": {}, "auth": {"ldap": {}}}'
     """
-    return __utils__["sentry_pillar.without_secrets"](settings_)
+    return __utils__["sentry_derived.without_secrets"](settings_)

@@ -1,6 +1,6 @@
-"""The formula's pillar rules (``_utils/sentry_pillar.py``, map.jinja's source): defaults.yaml under a pillar,
-every refusal naming its key, and what derives from the settings. No Salt run: test_formula_package and
-test_bad_input render them in hosts."""
+"""The formula's pillar rules (``_utils/sentry_pillar.py``) and what derives from the settings
+(``_utils/sentry_derived.py``), map.jinja's source: defaults.yaml under a pillar, every refusal naming its
+key. No Salt run: test_formula_package and test_bad_input render them in hosts."""
 
 from __future__ import annotations
 
@@ -11,13 +11,20 @@ import yaml
 from support.loading import REPO, load
 
 rules = load("_utils/sentry_pillar.py", "sentry_pillar_unit")
+derived = load("_utils/sentry_derived.py", "sentry_derived_unit")
 DEFAULTS = yaml.safe_load((REPO / "sentry" / "defaults.yaml").read_text())["sentry"]
 EXISTING = {"/srv/sentry.deb", "/opt/salt/bin/salt-call"}
 
 
-def settings(pillar: dict, **kwargs) -> dict:
-    given = {"file_exists": EXISTING.__contains__, **kwargs}
-    return rules.settings(copy.deepcopy(DEFAULTS), pillar, **given)
+def settings(pillar: dict, has_ipv6: bool = True, **kwargs) -> dict:
+    """As the module sentry_pillar makes them: checked, then derived."""
+    sentry = rules.checked(copy.deepcopy(DEFAULTS), pillar, has_ipv6=has_ipv6, file_exists=EXISTING.__contains__)
+    sentry["derived"] = derived.derive(
+        sentry,
+        **{"tplroot": "sentry", "python_executable": "/nonexistent/python", "conf_file": "/etc/salt/minion"} | kwargs,
+        file_exists=EXISTING.__contains__,
+    )
+    return sentry
 
 
 @pytest.mark.parametrize(
@@ -124,7 +131,7 @@ def test_templates_get_no_secret():
             "mirror": {"https_proxy": "http://ci:proxypw@proxy:3128", "http_proxy": "http://proxy:3128"},
         }
     )
-    blanked = rules.without_secrets(got)
+    blanked = derived.without_secrets(got)
     assert (blanked["server"]["root_password"], blanked["server"]["secret"]) == ("", "")
     assert blanked["auth"]["ldap"]["bind_password"] == ""
     assert blanked["bootstrap"]["users"]["alice"] == {"password": "", "email": "a@example.org"}
