@@ -1,22 +1,21 @@
-"""Administer sentry's users, their API tokens and indexes on this minion, as root, through the server's HTTP API.
+"""Administer sentry's users and indexes on this minion, as root, through the server's HTTP API.
 
 Secrets travel in request bodies, never on a command line, and are never
-returned: a token made by ``token_create`` goes to a file only root reads
-(devpi-tokens, carried by the deb; with ``server:restrict_modify`` at its
-default, users may not make their own). The server is the instance's own (``sentry_server.settings``):
+returned. The server is the instance's own (``sentry_server.settings``):
 ``instance=PROGRAM`` picks one where a host runs several (otherwise the
 pillar's, or the only one), and ``url`` names any other server (it wins over
 ``instance``). Root's password comes from pillar
 ``sentry:server:root_password`` unless ``root_password`` is given.
 
-Where the rest went: the instance itself (settings, status, version, start,
+Where the rest went: users' API tokens are ``sentry_tokens``'; the instance itself (settings, status, version, start,
 stop) is ``sentry_server``'s; its data (initialise, export, import, backups)
 ``sentry_data``'s; mending after a killed import or upgrade
 ``sentry_recover``'s; upgrades ``sentry_upgrade``'s; whether a server holds
 what an export holds (the upgrade's health check, devpi-fsck)
 ``sentry_health``'s; backups and restore drills ``sentry_backup``'s; the
 health level of a running instance and its metrics ``sentry_monitor``'s. The
-names operators know here (``sentry_admin.status``, ``.version``,
+names operators know here (``sentry_admin.token_create``, ``.token_list``,
+``.token_delete``, ``.status``, ``.version``,
 ``.export``, ``.import``, ``.backups``, ``.upgrade``, ``.upgrade_replica``,
 ``.wait_synced``, ``.last_upgrade``, ``.backup``, ``.verify_backup``,
 ``.health``) answer, handing over.
@@ -27,8 +26,6 @@ names operators know here (``sentry_admin.status``, ``.version``,
 from __future__ import annotations
 
 import os
-import re
-import time
 from collections.abc import Callable
 
 import salt.utils.args
@@ -40,11 +37,6 @@ __virtualname__ = "sentry_admin"
 __func_alias__ = {"import_": "import"}
 
 SERVER_BIN = "/usr/sbin/sentry-server"
-# Permissions a token may be limited to (devpi-server's; devpi-tokens refuses others).
-PERMISSIONS = ("del_entry", "del_project", "del_verdata", "index_create", "index_delete", "index_modify",
-               "pkg_read", "toxresult_upload", "upload", "user_create", "user_delete", "user_login",
-               "user_modify")  # fmt: skip
-EXPIRY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def __virtual__():
@@ -223,139 +215,6 @@ def user_delete(
     return True
 
 
-def _words(value: str | list[str] | None, what: str) -> list[str]:
-    """A comma-separated string or a list, as a sorted list without blanks."""
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise CommandExecutionError(f"{what} is a comma-separated string or a list of names, got {value!r}")
-    return sorted({item.strip() for item in items if item.strip()})
-
-
-def _expires_at(expires: str | int) -> int:
-    """The Unix time ``expires`` ('90d', '12h', '30m', '3600s' or seconds) from now."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(expires))
-    if not match or int(match.group(1)) == 0:
-        raise CommandExecutionError(
-            f"expires is a time from now such as 30d, 12h, 45m or 3600 (seconds), got {expires!r}"
-        )
-    return int(time.time()) + int(match.group(1)) * EXPIRY_UNITS[match.group(2) or "s"]
-
-
-def _token_user_url(name: str, url: str | None, root_password: str | None, instance: str | None) -> tuple[str, str]:
-    """(the user's URL, root's auth header), after checking the user exists."""
-    base, auth = _as_root(url, root_password, instance)
-    if user_get(_check_user_name(name), url=base) is None:
-        raise CommandExecutionError(f"no user {name} at {base}")
-    return f"{base}/{name}", auth
-
-
-def _tokens(user_url: str, auth: str) -> dict:
-    """id -> limits of the tokens of the user at ``user_url`` (devpi-tokens' +tokens)."""
-    body = _check(*_request("GET", f"{user_url}/+tokens", auth=auth), f"listing the tokens at {user_url}", ok=(200,))
-    return {token_id: info.get("restrictions", []) for token_id, info in body["tokens"].items()}
-
-
-def _write_secret(path: str, text: str) -> None:
-    """Write ``text`` to ``path``, readable by root only from its first byte on."""
-    temporary = f"{path}.new"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with salt.utils.files.fopen(descriptor, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(temporary, path)
-
-
-def token_create(
-    user: str,
-    path: str,
-    indexes: str | list[str] | None = None,
-    allowed: str | list[str] | None = None,
-    expires: str | int = "30d",
-    projects: str | list[str] | None = None,
-    url: str | None = None,
-    root_password: str | None = None,
-    instance: str | None = None,
-) -> dict:
-    """
-    Make a token of ``user`` and write it to ``path`` (mode 0600); returns its id and limits, not the token.
-
-    indexes
-        user/index names it may be used on (all of the user's rights if none)
-    allowed
-        permissions it may use, e.g. ``pkg_read`` or ``upload,pkg_read``
-    expires
-        how long it works: ``30d`` (the default), ``12h``, ``45m`` or seconds
-    projects
-        project names it may be used for
-
-    A CI job then installs with ``https://USER:TOKEN@HOST/INDEX/+simple/`` and
-    uploads after ``sentry token-login -f FILE``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt sentry-master sentry_admin.token_create ci /root/ci.token indexes=team/dev allowed=upload,pkg_read
-        salt sentry-master sentry_admin.token_create ci /root/ci-b.token expires=12h instance=sentry-b
-    """
-    limits: dict = {"expires": _expires_at(expires)}
-    if index_names := _words(indexes, "indexes"):
-        if bad := [name for name in index_names if name.count("/") != 1]:
-            raise CommandExecutionError(f"indexes are user/index names, got {', '.join(bad)}")
-        limits["indexes"] = index_names
-    if permissions := _words(allowed, "allowed"):
-        if unknown := [name for name in permissions if name not in PERMISSIONS]:
-            raise CommandExecutionError(f"unknown permission(s) {', '.join(unknown)}; known: {', '.join(PERMISSIONS)}")
-        limits["allowed"] = permissions
-    if project_names := _words(projects, "projects"):
-        limits["projects"] = project_names
-    if not (os.path.isabs(path) and os.path.isdir(os.path.dirname(path))):
-        raise CommandExecutionError(f"path must be an absolute path in an existing directory, got {path!r}")
-    user_url, auth = _token_user_url(user, url, root_password, instance)
-    before = set(_tokens(user_url, auth))
-    body = _check(*_request("POST", f"{user_url}/+token-create", limits, auth), f"making a token of {user}", ok=(200,))
-    _write_secret(path, body["token"])
-    made = set(_tokens(user_url, auth)) - before
-    return {"user": user, "id": made.pop() if len(made) == 1 else None, "path": path, **limits}
-
-
-def token_list(
-    user: str, url: str | None = None, root_password: str | None = None, instance: str | None = None
-) -> dict:
-    """
-    The tokens of ``user``: id -> their limits (never the tokens themselves).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt sentry-master sentry_admin.token_list ci
-        salt sentry-master sentry_admin.token_list ci instance=sentry-b
-    """
-    return _tokens(*_token_user_url(user, url, root_password, instance))
-
-
-def token_delete(
-    user: str, token_id: str, url: str | None = None, root_password: str | None = None, instance: str | None = None
-) -> bool:
-    """
-    Revoke the token ``token_id`` of ``user`` (and the tokens derived from it). True if it existed.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt sentry-master sentry_admin.token_delete ci 8c1d2e3f
-        salt sentry-master sentry_admin.token_delete ci 8c1d2e3f instance=sentry-b
-    """
-    user_url, auth = _token_user_url(user, url, root_password, instance)
-    if token_id not in _tokens(user_url, auth):
-        return False
-    _check(*_request("DELETE", f"{user_url}/+tokens/{token_id}", auth=auth), f"revoking token {token_id} of {user}")
-    return True
-
-
 def _split_index(name: str) -> tuple[str, str]:
     user, _, index = name.partition("/") if isinstance(name, str) else ("", "", "")
     if not user or not index or "/" in index or any(char.isspace() for char in name):
@@ -506,6 +365,9 @@ def _handed_over(target: str) -> Callable:
     return handover
 
 
+token_create = _handed_over("sentry_tokens.create")
+token_list = _handed_over("sentry_tokens.list")
+token_delete = _handed_over("sentry_tokens.delete")
 status = _handed_over("sentry_server.status")
 version = _handed_over("sentry_server.version")
 export = _handed_over("sentry_data.export")

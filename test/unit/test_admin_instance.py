@@ -19,7 +19,7 @@ api = load("_utils/sentry_api.py", "sentry_api_admin_unit")
 
 URLS = {"sentry-server": "http://127.0.0.1:3141", "sentry-b": "http://127.0.0.1:3142"}
 ROOT_PASSWORD = "Unit-Root-pw-83"
-HANDED_OVER = {"status", "version", "export", "import_", "backups"}
+HANDED_OVER = {"token_create", "token_list", "token_delete", "status", "version", "export", "import_", "backups"}
 HANDED_OVER |= {"upgrade", "upgrade_replica", "wait_synced", "last_upgrade", "backup", "verify_backup"}
 
 
