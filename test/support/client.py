@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 from support.hosts import TestHost, TestHostError
+from support.paths import REPO
 from support.wheels import make_wheel
 
-PIP_VENV = "/tmp/pip-venv"
+PIP_VENV = "/tmp/pip-venv"  # made in a host whose python3 is not this machine's
+# A venv with pip made once on this machine (python3 -m venv: ~7 s of CPU each time), which hosts whose
+# python3 is this machine's minor release use as it is: they see this repository at the same path.
+SHARED_PIP_VENV = REPO / "build" / f"pip-venv-py{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _shared_pip_venv() -> Path:
+    """SHARED_PIP_VENV, made by this machine's /usr/bin/python3 the first time (runs side by side take turns;
+    one that finds it half made, after a run was killed, makes it again)."""
+    made = SHARED_PIP_VENV / ".made"
+    if made.exists():
+        return SHARED_PIP_VENV
+    SHARED_PIP_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{SHARED_PIP_VENV}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            shutil.rmtree(SHARED_PIP_VENV, ignore_errors=True)
+            subprocess.run(["/usr/bin/python3", "-m", "venv", str(SHARED_PIP_VENV)], check=True)
+            made.touch()
+    return SHARED_PIP_VENV
+
+
+def pip_of(host: TestHost) -> str:
+    """pip inside ``host``: the shared venv's where the host's python3 is this machine's, else a venv of its own."""
+    machine_python = os.path.realpath("/usr/bin/python3").rsplit("/", 1)[-1]  # python3.11
+    host_python = os.readlink(host.path("/usr/bin/python3")).rsplit("/", 1)[-1]  # Debian's link: python3.X
+    if machine_python == host_python and machine_python == f"python{sys.version_info.major}.{sys.version_info.minor}":
+        return str(_shared_pip_venv() / "bin" / "pip")
+    host.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
+    return f"{PIP_VENV}/bin/pip"
 
 
 def sentry_client(host: TestHost, *args: str, password: str | None = None, check: bool = True):
@@ -88,10 +122,9 @@ def pip_install(host: TestHost, index_url: str, requirement: str, target: str, *
     ``check=False`` a failed install is returned instead of raised.
     pip ignores a plain-http index other than localhost unless it is a trusted host.
     """
-    host.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
     return host.run(
         [
-            f"{PIP_VENV}/bin/pip",
+            pip_of(host),
             "install",
             "--no-cache-dir",
             "--disable-pip-version-check",

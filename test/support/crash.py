@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from support.client import PIP_VENV
+from support.client import pip_of
 from support.masterless import MasterlessSalt, StateRun
 from support.paths import REPO
 
@@ -159,10 +159,10 @@ class Crashable:
     def pip_download_sha256(self) -> str:
         """pip, with no configuration of this machine, downloads the known wheel from carol/prod through nginx."""
         name, version = KNOWN
-        self.host.sh(f"rm -rf /tmp/pip-download; test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
+        self.host.sh("rm -rf /tmp/pip-download")
         self.host.run(
             [
-                f"{PIP_VENV}/bin/pip",
+                pip_of(self.host),
                 "download",
                 "--no-deps",
                 "--no-cache-dir",
