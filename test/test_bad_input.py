@@ -171,6 +171,13 @@ CASES = [
             }
         },
     ),
+    # A value no pillar rule knows to refuse, which nginx does: the site is checked in a copy of
+    # /etc/nginx before it is written, so the live site stays as it was.
+    Case(
+        "nginx-refuses-the-site",
+        'unknown directive "bogus_directive" in /etc/nginx/sites-enabled/sentry.conf',
+        {"nginx": {"server_name": "index.example.org; bogus_directive on"}},
+    ),
     Case("theme-dir-missing", "sentry:theme:dir must be an absolute path", {"theme": {"dir": ""}}),
     Case(
         "theme-source-missing",

@@ -2,6 +2,7 @@
     sentry.upgrade drains nodes through sentry:front:drained. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
+{%- from tplroot ~ "/nginx/check.jinja" import site_check with context %}
 {%- set front, nginx = sentry.front, sentry.nginx %}
 {%- set site_file = nginx.sites_available ~ "/" ~ front.site ~ ".conf" %}
 {%- if not front.master %}
@@ -26,8 +27,10 @@ sentry-front-site-file:
     - user: root
     - group: root
     - mode: "0640"
+    - check_cmd: {{ site_check(site_file, nginx.sites_enabled) | yaml_encode }}
     - require:
       - pkg: sentry-front-nginx-package
+      - sentry-nginx-default-site  {#- set aside first: the check sees the configuration as it will be #}
 {%- if nginx.cache.enabled %}
 
 {#- Where nginx keeps mirror pages (sentry:nginx:cache): its workers write there. #}
@@ -41,6 +44,7 @@ sentry-front-page-cache:
     - require:
       - pkg: sentry-front-nginx-package
     - require_in:
+      - file: sentry-front-site-file
       - cmd: sentry-front-config-valid
 {%- endif %}
 

@@ -1,6 +1,7 @@
 {#- Debian's nginx in front of the server; reloaded only when the site changed. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
+{%- from tplroot ~ "/nginx/check.jinja" import site_check with context %}
 {%- set nginx = sentry.nginx %}
 {%- set site_file = nginx.sites_available ~ "/" ~ nginx.site ~ ".conf" %}
 
@@ -61,9 +62,11 @@ sentry-nginx-site-file:
     - user: root
     - group: {{ sentry.user.group }}
     - mode: "0640"
+    - check_cmd: {{ site_check(site_file, nginx.sites_enabled) | yaml_encode }}
     - require:
       - pkg: sentry-nginx-package
       - group: sentry-user-group
+      - sentry-nginx-default-site  {#- set aside first: the check sees the configuration as it will be #}
 {%- if nginx.cache.enabled %}
 
 {#- Where nginx keeps mirror pages (sentry:nginx:cache): its workers write there. #}
@@ -77,6 +80,7 @@ sentry-nginx-page-cache:
     - require:
       - pkg: sentry-nginx-package
     - require_in:
+      - file: sentry-nginx-site-file
       - cmd: sentry-nginx-config-valid
 {%- endif %}
 
