@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from support.argv import ArgvWatch
 from support.client import sentry_client
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
@@ -141,10 +142,12 @@ def test_bootstrap_index_function_is_idempotent(deployed):
 
 
 def test_passwords_stay_out_of_output_log_and_process_list(deployed):
-    run = apply_bootstrap(deployed, bootstrap_pillar(alice_password="Alice-Log-pw-80"))
+    with ArgvWatch() as argv:  # every command line while the passwords are set, sampled every 20 ms
+        run = apply_bootstrap(deployed, bootstrap_pillar(alice_password="Alice-Log-pw-80"))
     assert run.succeeded, run.failed
+    assert any("salt-call" in command for command in argv.seen), "the sampler saw nothing"
     log = deployed.host.path(f"{MasterlessSalt.CONF}/root/var/log/salt/minion").read_text()
-    processes = deployed.host.run(["ps", "-eo", "args"]).stdout
+    processes = "\n".join(argv.seen)
     for secret in ("Alice-Log-pw-80", BOB_PASSWORD, "Admin-Root-pw-5"):
         assert secret not in run.stdout + run.stderr
         assert secret not in log
@@ -280,9 +283,18 @@ def test_truncated_export_fails_and_keeps_the_old_data(deployed, exported):
 
 
 def test_move_aside_keeps_the_old_data_as_a_backup(deployed, exported):
+    """The serverdir's files go aside whole (each file's sha256 by its path), and the import brings the export's."""
+    host = deployed.host
+    host.sh("echo kept > /var/lib/sentry/imported/+files/marker-of-the-old-data")  # the old data, told apart
+    before = files_by_path(host, "/var/lib/sentry/imported")
+    old_database = host.sh("sha256sum < /var/lib/sentry/imported/.sqlite").stdout
     moved = call(
         deployed, "sentry_admin.import", exported["path"], "serverdir=/var/lib/sentry/imported", "move_aside=True"
     )
     assert moved["backup"].startswith("/var/lib/sentry/_data-backup-")
-    assert len(files_by_path(deployed.host, moved["backup"])) == RELEASE_FILES
-    assert len(files_by_path(deployed.host, "/var/lib/sentry/imported")) == RELEASE_FILES
+    assert len(before) == RELEASE_FILES
+    assert files_by_path(host, moved["backup"]) == before
+    assert host.path(f"{moved['backup']}/+files/marker-of-the-old-data").read_text() == "kept\n"
+    assert host.sh(f"sha256sum < {moved['backup']}/.sqlite").stdout == old_database
+    assert files_by_path(host, "/var/lib/sentry/imported") == files_by_path(host, "/var/lib/sentry/data")
+    assert not host.path("/var/lib/sentry/imported/+files/marker-of-the-old-data").exists()

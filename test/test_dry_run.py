@@ -99,10 +99,6 @@ def single(salt: MasterlessSalt, function: str, *args: str) -> dict:
     return ret
 
 
-def would_change(run) -> set[str]:
-    return {key.split("_|-")[1] for key, result in run.states.items() if result["result"] is None}
-
-
 def snapshot(host) -> dict:
     """Every file under /etc/supervisor, /etc/nginx, /etc/sentry, /var/lib/sentry; supervisor's, nginx's
     and the server's state."""
@@ -175,7 +171,7 @@ def test_a_stopped_server_fails_the_dry_run_unless_the_run_would_start_it(deploy
     assert planned.by_id("sentry-supervisor-program-running")["changes"] == {
         "state": {"old": "STOPPED", "new": "RUNNING"}
     }
-    assert {"sentry-bootstrap-user-alice", "sentry-bootstrap-index-alice/dev"} <= would_change(planned)
+    assert {"sentry-bootstrap-user-alice", "sentry-bootstrap-index-alice/dev"} <= planned.would_change
 
 
 def test_a_dry_run_changes_nothing_anywhere(deployed, sentry_deb):
@@ -205,7 +201,7 @@ def test_a_dry_run_changes_nothing_anywhere(deployed, sentry_deb):
         "sentry-nginx-site-file",
         "sentry-nginx-service",
         "sentry-bootstrap-user-erin",
-    } <= would_change(planned)
+    } <= planned.would_change
     assert "would be restarted" in planned.by_id("sentry-supervisor-program-running")["comment"]
 
 
@@ -232,4 +228,5 @@ def test_a_program_file_supervisor_has_not_loaded_is_planned_and_left_unread(dep
         deployed.set_pillar(good_pillar(sentry_deb))
         restored = deployed.apply("sentry")
     assert restored.succeeded, restored.failed
-    assert deployed.apply("sentry", "test=True").changed == {}
+    dry = deployed.apply("sentry", "test=True")
+    assert dry.would_change == set() and dry.changed == {}, dry.would_change

@@ -294,7 +294,7 @@ def test_test_mode_on_a_fresh_host_changes_nothing(sentry_deb):
         planned = salt.apply("sentry", "test=True")
         assert planned.returncode == 0, planned.failed or planned.errors
         assert planned.failed == {}
-        would_change = {key.split("_|-")[1] for key, result in planned.states.items() if result["result"] is None}
+        would_change = planned.would_change
         assert {
             "sentry-package-installed",
             "sentry-user",

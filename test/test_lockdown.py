@@ -213,10 +213,12 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     pip_install(master, f"http://carol:{reads_dev}@127.0.0.1/team/dev/+simple/", WHEEL[0], "/tmp/by-token")
     assert master.path("/tmp/by-token/lock_probe/__init__.py").exists()
     reads_prod = make_token(master, CAROL.uid, "/tmp/carol-prod.token", "-a", "pkg_read", "-i", "team/prod")
+    assert read_status(master, "/team/prod/+simple/", CAROL.uid, reads_prod) == 200  # where it is meant to read
+    assert read_status(master, "/team/dev/+simple/", CAROL.uid, reads_prod) == 401
     other = pip_install(
         master, f"http://carol:{reads_prod}@127.0.0.1/team/dev/+simple/", WHEEL[0], "/tmp/other", check=False
     )
-    assert other.returncode != 0, "a token for team/prod read team/dev"
+    assert other.returncode != 0 and "401" in other.stdout + other.stderr, "a token for team/prod read team/dev"
 
     # CI's own user, named in acl_upload, uploads with a token limited to team/dev, made through Salt
     # (sentry_admin.token_create): the token goes to a file only root reads, never into Salt's output.
@@ -240,7 +242,8 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     refused = pip_install(
         master, f"http://ci:{uploads}@127.0.0.1/team/dev/+simple/", "lock-by-token", "/tmp/revoked", check=False
     )
-    assert refused.returncode != 0, "a revoked token still reads"
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, "a revoked token still reads"
+    assert read_status(master, "/team/dev/+simple/", "ci", uploads) == 401
     sentry_client(master, "logoff")  # the client still holds the revoked token: every request would be refused
     # carol's token carries no group: her upload to team/dev (uploaders) is refused, as docs/access.md says.
     carols = make_token(master, CAROL.uid, "/tmp/carol-up.token", "-a", "upload", "-i", "team/dev")
@@ -250,7 +253,19 @@ def test_tokens_limited_to_an_index_install_and_upload(locked, tmp_path):
     other_wheel = make_wheel(tmp_path, "lock-carol-token", "1.0")
     master.path("/tmp").joinpath(other_wheel.name).write_bytes(other_wheel.read_bytes())
     refused = sentry_client(master, "upload", f"/tmp/{other_wheel.name}", check=False)
-    assert refused.returncode != 0, refused.stdout
+    assert refused.returncode != 0 and "403" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    # ... and nothing of it reached the index
+    assert read_status(master, "/team/dev/+simple/lock-carol-token/", CAROL.uid, CAROL.password) == 404
+
+
+def read_status(host: TestHost, path: str, user: str, password: str) -> int:
+    """The HTTP status of a GET of ``path`` through the host's nginx as ``user`` (curl's config on its stdin)."""
+    return int(
+        host.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-K", "-", f"http://127.0.0.1{path}"],
+            input=f'user = "{user}:{password}"\n',
+        ).stdout
+    )
 
 
 def assert_says_sentry(browser: Browser, page: str) -> None:

@@ -15,11 +15,11 @@ import os
 import secrets
 import shutil
 import stat
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from support.argv import ArgvWatch
 from support.client import login_status
 from support.host_roots import new_host
 from support.masterless import MasterlessSalt
@@ -32,35 +32,6 @@ NEW_ROOT_PASSWORD = f"Root-new-{secrets.token_urlsafe(12)}"
 ALICE_PASSWORD = f"Alice-{secrets.token_urlsafe(12)}"
 SECRETFILE = "/var/lib/sentry/.secret"
 MINION_LOG = f"{MasterlessSalt.CONF}/root/var/log/salt/minion"
-
-
-class ArgvWatch:
-    """Every command line of every process on the machine, sampled until stopped."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.seen: set[str] = set()
-        self._interval, self._stop = interval, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> ArgvWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            for entry in os.scandir("/proc"):
-                if entry.name.isdigit():
-                    try:
-                        self.seen.add(
-                            Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                        )
-                    except OSError:
-                        pass  # gone meanwhile
-            self._stop.wait(self._interval)
 
 
 def example_pillar(deb_inside: str, root_password: str = ROOT_PASSWORD) -> dict:

@@ -133,6 +133,13 @@ class StateRun:
         return {key.split("_|-")[1]: result["changes"] for key, result in self.states.items() if result["changes"]}
 
     @property
+    def would_change(self) -> set[str]:
+        """A dry run's (test=True) states that would change something (result None), of a run that succeeded."""
+        if self.returncode != 0 or not self.states or self.failed:
+            raise AssertionError(f"the dry run failed (exit {self.returncode}): {self.failed or self.errors[-5000:]}")
+        return {key.split("_|-")[1] for key, result in self.states.items() if result["result"] is None}
+
+    @property
     def failed(self) -> dict[str, str]:
         return {key: result["comment"] for key, result in self.states.items() if result["result"] is False}
 
