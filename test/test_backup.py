@@ -10,6 +10,7 @@ the schedules are set to every minute and cron itself runs the backup and the
 drill, on this host (systemd installed, not running) and on a host without
 systemd; a re-apply and a dry run change nothing.
 
+The restore of docs/backups-and-monitoring.md is run there command by command.
 Runtime: about 6 minutes (two deployments, cron's minute twice).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 from support.client import sentry_client
 from support.host_roots import new_host
-from support.masterless import MasterlessSalt
+from support.masterless import MasterlessSalt, StateRun
 from support.paths import REPO
 from support.wheels import make_wheel
 
@@ -164,6 +165,53 @@ def test_a_drill_of_a_backup_missing_a_user_fails_naming_the_user(deployed):
     assert leftovers(salt) == ""
     assert live(salt) == before
     salt.host.run(["rm", "-rf", copy])
+
+
+RESTORE_DOC = REPO / "docs" / "backups-and-monitoring.md"
+
+
+def restore_commands() -> list[list[str]]:
+    """The salt-call commands of the docs' restore procedure, in their order, as written (comments aside)."""
+    text = RESTORE_DOC.read_text()
+    section = text[text.index("### Restoring from a backup") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("\n```", start)]
+    commands = [line.split("#", 1)[0].split() for line in block.splitlines()]
+    assert commands and all(command[0] == "salt-call" for command in commands), commands
+    return [command[1:] for command in commands]
+
+
+def test_the_documented_restore_brings_the_index_back_to_a_backup(deployed):
+    """docs/backups-and-monitoring.md's restore, command by command: what changed since the backup (a user
+    deleted, a wheel uploaded) is undone, every file of the backup is served again, nothing is lost."""
+    salt, host = deployed, deployed.host
+    backup = call(salt, "sentry_backup.backups")[0]
+    held = json.loads(host.path(f"{backup}/dataindex.json").read_text())
+    assert "carol" in held["users"]
+    call(salt, "sentry_admin.user_delete", "carol")
+    late = make_wheel(Path(host.path("/tmp")), "backup-late", "9.0")
+    sentry_client(host, "use", "http://127.0.0.1:3141/alice/dev")
+    sentry_client(host, "login", "alice", password=PASSWORDS["alice"])
+    sentry_client(host, "upload", f"/tmp/{late.name}")
+    assert "carol" not in call(salt, "sentry_admin.list_users")
+
+    said = []
+    for command in restore_commands():
+        done = salt.call(*[backup if word == "BACKUP" else word for word in command], check=False)
+        assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        if command[0] == "state.apply":  # salt-call exits 0 on failed states: they are in its output
+            applied = StateRun(done)
+            assert applied.succeeded, applied.failed or applied.errors
+        said.append(json.loads(done.stdout)["local"])
+        if command[0] == "sentry_admin.import":  # back from the backup, not from pillar (the apply comes later)
+            assert "carol" in call(salt, "sentry_admin.list_users")
+    assert said[0] and said[0][0] == backup, said[0]  # the newest, as listed
+    assert said[1]["success"] and said[2]["backup"].startswith("/var/lib/sentry/_data-backup-")
+    assert said[3]["files"] == WHEELS, said[3]
+    assert "carol" in call(salt, "sentry_admin.list_users")
+    assert host.run(["curl", "-fsS", "http://127.0.0.1/alice/dev/+simple/backup-late/"], check=False).returncode != 0
+    # what was there before the restore is kept aside, the late upload with it
+    assert list(host.path(said[2]["backup"]).rglob(late.name))
 
 
 def records_after(salt: MasterlessSalt, since: float) -> dict:
