@@ -179,8 +179,12 @@ def test_the_secret_file_is_the_service_users_alone_and_kept(applied):
     assert host.path(SECRETFILE).read_bytes() == applied["secret_made"]  # the re-apply kept it
 
 
+RENDERINGS = (("state.show_sls", "sentry"), ("state.show_low_sls", "sentry"))
+
+
 def test_no_secret_in_the_rendered_states(applied):
-    """``state.show_sls`` prints every state's arguments, templates' context included: no secret of any kind.
+    """``state.show_sls`` and ``state.show_low_sls`` print every state's arguments, templates'
+    context included: no secret of any kind.
 
     Each secret the pillar can hold, on the host of the deployment above (its modules are synced): root's
     password, a user's, the replication secret, LDAP's bind password, a proxy's login.
@@ -208,10 +212,12 @@ def test_no_secret_in_the_rendered_states(applied):
     original = salt.host.path(f"{MasterlessSalt.CONF}/pillar/test.sls").read_text()
     try:
         salt.set_pillar(pillar)
-        shown = salt.call("state.show_sls", "sentry", check=False)
+        shown = {function: salt.call(function, *args, check=False) for function, *args in RENDERINGS}
     finally:
         salt.host.path(f"{MasterlessSalt.CONF}/pillar/test.sls").write_text(original)
-    assert shown.returncode == 0 and "sentry-supervisor-program-file" in shown.stdout, shown.stdout + shown.stderr
-    assert "http://****@proxy.example.org:3128" in shown.stdout  # masked where a template is handed the proxy
-    for what, value in given.items():
-        assert value not in shown.stdout + shown.stderr, f"{what} in state.show_sls"
+    for function, output in shown.items():
+        said = output.stdout + output.stderr
+        assert output.returncode == 0 and "sentry-supervisor-program-file" in output.stdout, said
+        assert "http://****@proxy.example.org:3128" in output.stdout  # masked where a template is handed the proxy
+        for what, value in given.items():
+            assert value not in said, f"{what} in {function}"
