@@ -19,6 +19,7 @@ TEMPLATES = (
     "supervisor-in-sync.conf.jinja",
     "nginx-site.conf.jinja",
     "nginx-front.conf.jinja",
+    "prometheus-rules.yml.jinja",
     "ldap.yaml.jinja",
     "ca-bundle.pem.jinja",
     "theme",
@@ -107,6 +108,7 @@ def derive(
         sentry["nginx"]["cache"],
     )
     program = server["program"]
+    rules_dir = sentry["monitor"]["rules_dir"]
     # The CA file the server (and the modules reaching a master) trust: the bundle, with the named CAs a file
     # of the instance's own; '' leaves the host's store.
     bundle = f"/etc/sentry/{program}-ca.pem"
@@ -178,6 +180,7 @@ def derive(
         "monitor": {
             "cron_file": f"{cron['dir']}/sentry-monitor-{job_name}",
             "beacon_file": f"{conf_dir}/minion.d/sentry-beacon-{program}.conf",
+            "rules_file": f"{rules_dir}/sentry-{program}.rules.yml" if rules_dir else "",
         },
         "environment": environment,
         "supervisor_environment": supervisor_environment(environment),

@@ -28,6 +28,7 @@ METRICS = (
     ("sentry_last_drill_success", "gauge", "1 when the last recorded restore drill succeeded, else 0."),
     ("sentry_release_files", "gauge", "Release files stored under the serverdir's +files."),
     ("sentry_serverdir_bytes", "gauge", "Bytes of all files under the serverdir."),
+    ("sentry_disk_free_percent", "gauge", "Percent free of the filesystem under the serverdir."),
 )
 
 
@@ -50,6 +51,7 @@ def samples(report: dict, records: dict, release_files: int, serverdir_bytes: in
         "sentry_event_serial": report.get("event_serial"),
         "sentry_release_files": release_files,
         "sentry_serverdir_bytes": serverdir_bytes,
+        "sentry_disk_free_percent": report.get("disk_free_percent"),
     }
     if report.get("role") == "replica":
         values.update(

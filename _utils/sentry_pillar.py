@@ -340,6 +340,11 @@ def check_monitor(monitor: dict) -> None:
             "sentry:monitor:metrics_file must be an absolute path ending in .prom (node_exporter's textfile "
             f"collector reads only those), got {show(metrics_file)}"
         )
+    rules_dir = monitor["rules_dir"]
+    if rules_dir and (" " in rules_dir or not rules_dir.startswith("/")):
+        raise PillarError(
+            f"sentry:monitor:rules_dir must be an absolute path without spaces or '', got {show(rules_dir)}"
+        )
     if not whole(monitor["beacon_interval"]) or monitor["beacon_interval"] < 1:
         raise PillarError(
             f"sentry:monitor:beacon_interval must be whole seconds, 1 or more, got {show(monitor['beacon_interval'])}"

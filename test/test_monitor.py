@@ -42,11 +42,12 @@ HEALTH = {
 BEACON_INTERVAL = 5
 EVENT_PREFIX = f"salt/beacon/{REPLICA}/sentry_health_{PROGRAM}/sentry/health"
 PROMTOOL = shutil.which("promtool")
+RULES_DIR = "/etc/prometheus/rules"  # where sentry.monitor writes the alert rules (monitor:rules_dir)
 
 
 def pillars(sentry_deb, master_address: str, replica_address: str) -> dict[str, dict]:
     package = {"source": "deb", "deb": str(sentry_deb)}
-    monitor = {"enabled": True, "health": HEALTH, "beacon_interval": BEACON_INTERVAL}
+    monitor = {"enabled": True, "health": HEALTH, "beacon_interval": BEACON_INTERVAL, "rules_dir": RULES_DIR}
     return {
         MASTER: {
             "sentry": {
@@ -136,7 +137,16 @@ def deployed(salt_factories, sentry_deb, tmp_path_factory):
 def test_first_apply_succeeds_and_both_are_ok(deployed):
     for minion_id, states in deployed.first.items():
         assert not failed(states), (minion_id, failed(states))
-        assert {"sentry-monitor-cron-job", "sentry-monitor-beacon-config"} <= set(changed(states)), minion_id
+        assert {"sentry-monitor-cron-job", "sentry-monitor-beacon-config", "sentry-monitor-alert-rules"} <= set(
+            changed(states)
+        ), minion_id
+        # the alert rules, with this pillar's thresholds, as promtool reads them (test/unit/test_alert_rules.py
+        # runs them on series)
+        rules = deployed.hosts[minion_id].path(f"{RULES_DIR}/sentry-{PROGRAM}.rules.yml")
+        checked = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        contact = f'sentry_replica_contact_age_seconds{{instance_name="{PROGRAM}"}} > {HEALTH["no_contact_fatal"]}'
+        assert contact in rules.read_text()
     assert deployed.wait_for_level(MASTER, "ok", timeout=60)["role"] == "master"
     replica = deployed.wait_for_level(REPLICA, "ok", timeout=120, heard=True)
     assert (replica["role"], replica["lag_serials"]) == ("replica", 0), replica
@@ -228,9 +238,10 @@ def test_a_failed_drill_reaches_the_master_the_health_and_the_metrics(deployed, 
 
 
 def test_monitor_switched_off_in_pillar_removes_what_it_set_up_and_back_on_restores_it(deployed):
-    """monitor:enabled false after true: sentry applies sentry.monitor.clean (cron job, metrics file, beacon)."""
+    """monitor:enabled false after true: sentry applies sentry.monitor.clean (cron job, metrics file, beacon,
+    alert rules)."""
     cluster, host = deployed.cluster, deployed.hosts[MASTER]
-    watched = [f"/etc/cron.d/sentry-monitor-{PROGRAM}", METRICS]
+    watched = [f"/etc/cron.d/sentry-monitor-{PROGRAM}", METRICS, f"{RULES_DIR}/sentry-{PROGRAM}.rules.yml"]
     deployed.wait_for_metric(MASTER, "sentry_up", 1)  # cron's first minute has written the file
     assert all(host.path(path).exists() for path in watched)
     on = cluster.pillars[MASTER]
@@ -238,7 +249,11 @@ def test_monitor_switched_off_in_pillar_removes_what_it_set_up_and_back_on_resto
     cluster.set_pillar(MASTER, off)
     try:
         removed = cluster.apply(MASTER)[MASTER]
-        assert {"sentry-monitor-cron-job-absent", "sentry-monitor-metrics-file-absent"} <= set(changed(removed))
+        assert {
+            "sentry-monitor-cron-job-absent",
+            "sentry-monitor-metrics-file-absent",
+            "sentry-monitor-alert-rules-absent",
+        } <= set(changed(removed))
         assert not [path for path in watched if host.path(path).exists()]
         assert changed(cluster.apply(MASTER)[MASTER]) == {}
     finally:

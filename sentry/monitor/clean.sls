@@ -28,3 +28,7 @@ sentry-monitor-metrics-file-absent:
 sentry-monitor-beacon-config-absent:
   file.absent:
     - name: {{ sentry.derived.monitor.beacon_file }}
+
+sentry-monitor-alert-rules-absent:
+  file.absent:
+    - name: {{ sentry.derived.monitor.rules_file or "/nonexistent/sentry-rules" }}

@@ -3,7 +3,7 @@
     health changes level. Both ask sentry_monitor, which reads the thresholds from the
     instance's settings (sentry.supervisor renders them from monitor:health). #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import sentry with context %}
+{%- from tplroot ~ "/map.jinja" import sentry, template_context with context %}
 {%- set monitor, program = sentry.monitor, sentry.server.program %}
 {%- set derived = sentry.derived.monitor %}
 {%- set salt_call = sentry.derived.cron.salt_call ~ " -c " ~ sentry.derived.cron.conf_dir ~ " --local --out=quiet --log-level=warning" %}
@@ -52,4 +52,20 @@ sentry-monitor-beacon-config:
 {%- else %}
   file.absent:
     - name: {{ derived.beacon_file }}
+{%- endif %}
+{%- if derived.rules_file %}
+
+{#- Alert rules on these metrics (sentry-<program>.rules.yml), for the Prometheus that loads monitor:rules_dir:
+    fatal thresholds of monitor:health page, warn ones do not. #}
+sentry-monitor-alert-rules:
+  file.managed:
+    - name: {{ derived.rules_file }}
+    - source: {{ sentry.derived.sources["prometheus-rules.yml.jinja"] | json }}
+    - template: jinja
+    - context:
+        sentry: {{ template_context | json }}
+    - makedirs: true
+    - user: root
+    - group: root
+    - mode: "0644"
 {%- endif %}
