@@ -184,7 +184,8 @@ RENDERINGS = (("state.show_sls", "sentry"), ("state.show_low_sls", "sentry"))
 
 def test_no_secret_in_the_rendered_states(applied):
     """``state.show_sls`` and ``state.show_low_sls`` print every state's arguments, templates'
-    context included: no secret of any kind.
+    context included, and a dry run at log level debug renders every file: no secret of any kind in any
+    of it, nor in the minion's log.
 
     Each secret the pillar can hold, on the host of the deployment above (its modules are synced): root's
     password, a user's, the replication secret, LDAP's bind password, a proxy's login.
@@ -213,6 +214,8 @@ def test_no_secret_in_the_rendered_states(applied):
     try:
         salt.set_pillar(pillar)
         shown = {function: salt.call(function, *args, check=False) for function, *args in RENDERINGS}
+        # a dry run renders every file (the program file with the proxy's real login too), logging at debug
+        planned = salt.call("state.apply", "sentry", "test=True", "--log-level=debug", check=False)
     finally:
         salt.host.path(f"{MasterlessSalt.CONF}/pillar/test.sls").write_text(original)
     for function, output in shown.items():
@@ -221,3 +224,8 @@ def test_no_secret_in_the_rendered_states(applied):
         assert "http://****@proxy.example.org:3128" in output.stdout  # masked where a template is handed the proxy
         for what, value in given.items():
             assert value not in said, f"{what} in {function}"
+    assert "sentry-supervisor-program-file" in planned.stdout and "[DEBUG" in planned.stderr, planned.stderr[-2000:]
+    log = salt.host.path(MINION_LOG).read_text(errors="replace")
+    for what, value in given.items():
+        assert value not in planned.stdout + planned.stderr, f"{what} in a dry run's output or its debug log"
+        assert value not in log, f"{what} in the minion's log"
