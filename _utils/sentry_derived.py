@@ -173,6 +173,7 @@ def derive(
             "dir": backup["dir"] or f"{sentry['user']['home']}/backups/{program}",
             "cron_file": f"{cron['dir']}/sentry-backup-{job_name}",
             "log": f"{server['logdir']}/{program}-backup.log",
+            "logrotate_file": f"/etc/logrotate.d/sentry-backup-{job_name}",
         },
         # The health thresholds the modules read from the instance's settings; backups are expected where the
         # backup state is enabled.

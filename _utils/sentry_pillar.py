@@ -303,6 +303,8 @@ def check_operations(sentry: dict) -> None:
                 f"sentry:backup:{key} must be a cron schedule (minute hour day month weekday, e.g. '15 2 * * *', "
                 f"or @daily) or '', got {show(backup[key])}"
             )
+    if not whole(backup["log_weeks"]) or backup["log_weeks"] < 1:
+        raise PillarError(f"sentry:backup:log_weeks must be a whole number 1 or more, got {show(backup['log_weeks'])}")
     if backup["dir"] and (" " in backup["dir"] or not backup["dir"].startswith("/")):
         raise PillarError(f"sentry:backup:dir must be an absolute path without spaces, got {show(backup['dir'])}")
     cron = sentry["cron"]

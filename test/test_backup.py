@@ -240,6 +240,14 @@ def scheduled(salt: MasterlessSalt, deb: Path) -> None:
     assert records["backup"]["last"]["success"], records
     assert records["drill"]["last"]["success"], records
     assert len(call(salt, "sentry_backup.backups")) <= 2  # keep: 2
+    # The jobs' log turns over with logrotate (forced here; weekly on its own): the old one kept aside,
+    # the next run writes a new one.
+    log = "/var/log/sentry/sentry-server-backup.log"
+    assert salt.host.path(log).stat().st_size > 0
+    rotation = "/etc/logrotate.d/sentry-backup-sentry-server"
+    salt.host.run(["logrotate", "--force", "--state", "/tmp/logrotate.state", rotation])
+    assert salt.host.path(f"{log}.1").stat().st_size > 0
+    assert salt.host.run(["stat", "-c", "%a %U %G", log]).stdout.split() == ["640", "root", "sentry"]
     again = salt.apply("sentry")
     assert again.succeeded and again.changed == {}, again.changed
     dry = salt.apply("sentry", "test=True")
@@ -257,7 +265,11 @@ def test_backup_switched_off_in_pillar_removes_its_schedule_and_back_on_restores
     salt.set_pillar(off)
     try:
         removed = salt.apply("sentry")
-        assert {"sentry-backup-schedule-absent", "sentry-backup-settings-absent"} <= set(removed.changed)
+        assert {
+            "sentry-backup-schedule-absent",
+            "sentry-backup-settings-absent",
+            "sentry-backup-log-rotation-absent",
+        } <= set(removed.changed)
         assert not salt.host.path(schedule).exists() and not salt.host.path(settings).exists()
         assert salt.apply("sentry").changed == {}
         assert all(salt.host.path(path).exists() for path in kept), kept

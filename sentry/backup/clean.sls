@@ -9,3 +9,7 @@ sentry-backup-schedule-absent:
 sentry-backup-settings-absent:
   file.absent:
     - name: /etc/sentry/backup/{{ sentry.server.program }}.json
+
+sentry-backup-log-rotation-absent:
+  file.absent:
+    - name: {{ sentry.derived.backup.logrotate_file }}

@@ -50,3 +50,28 @@ sentry-backup-schedule:
       - sentry_service: sentry-cron-service
       - file: sentry-backup-folder
       - file: sentry-backup-settings
+
+{#- The jobs' log grows by every run: Debian's logrotate turns it over weekly. #}
+sentry-backup-logrotate-package:
+  pkg.installed:
+    - name: {{ backup.logrotate_package }}
+
+sentry-backup-log-rotation:
+  file.managed:
+    - name: {{ derived.logrotate_file }}
+    - user: root
+    - group: root
+    - mode: "0644"
+    - contents: |
+        # sentry.backup: the log of {{ program }}'s backup and drill jobs (managed by Salt)
+        {{ derived.log }} {
+            weekly
+            rotate {{ backup.log_weeks }}
+            compress
+            delaycompress
+            missingok
+            notifempty
+            create 0640 root {{ sentry.user.group }}
+        }
+    - require:
+      - pkg: sentry-backup-logrotate-package
