@@ -78,6 +78,64 @@ def test_a_bad_pillar_is_refused_naming_its_key(pillar, message):
     assert message in str(refused.value)
 
 
+# The rest of the rules, one case each (with the cases above, every rule of _utils/sentry_pillar.py).
+EVERY_RULE = [
+    ({"mirror": {"url": "ftp://x"}}, 'sentry:mirror:url must be an http(s) URL, got "ftp://x"'),
+    ({"nginx": {"cache": {"max_size": "1 g"}}}, "sentry:nginx:cache:max_size must be a size in nginx's syntax"),
+    ({"package": {"source": "deb"}}, "sentry:package:deb must name a .deb path or URL when sentry:package:source"),
+    ({"package": {"source": "deb", "deb": "/srv/sentry.deb"}}, None),  # exists (EXISTING): accepted
+    ({"server": {"master_url": "master:3141"}}, 'sentry:server:master_url must be an http(s) URL, got "master:3141"'),
+    ({"server": {"role": "replica"}}, "sentry:server:role must be standalone or primary"),
+    ({"server": {"serverdir": "data"}}, 'sentry:server:serverdir must be an absolute path, got "data"'),
+    ({"server": {"secret_kdf": {"time_cost": 0}}}, "sentry:server:secret_kdf:time_cost must be a whole number 1"),
+    ({"server": {"secret_kdf": {"parallelism": 0}}}, "sentry:server:secret_kdf:parallelism must be a whole number 1"),
+    ({"nginx": {"cache": {"seconds": 0}}}, "sentry:nginx:cache:seconds must be whole seconds, 1 or more, got 0"),
+    ({"nginx": {"cache": {"dir": "/var/cache/my nginx"}}}, "sentry:nginx:cache:dir must be an absolute path without"),
+    ({"theme": {"dir": "theme"}}, 'sentry:theme:dir must be an absolute path, got "theme"'),
+    ({"mirror": {"cache_expiry": -1}}, "sentry:mirror:cache_expiry must be whole seconds, 0 or more, got -1"),
+    ({"mirror": {"ca_certificates": {"-corp": "x"}}}, "sentry:mirror:ca_certificates: a name must be letters"),
+    ({"backup": {"keep": 0}}, "sentry:backup:keep must be a whole number 1 or more, got 0"),
+    ({"backup": {"drill_schedule": "weekly"}}, "sentry:backup:drill_schedule must be a cron schedule"),
+    ({"backup": {"schedule": "@daily", "drill_schedule": ""}}, None),
+    ({"backup": {"log_weeks": 0}}, "sentry:backup:log_weeks must be a whole number 1 or more, got 0"),
+    ({"backup": {"dir": "backups"}}, 'sentry:backup:dir must be an absolute path without spaces, got "backups"'),
+    ({"cron": {"dir": "cron.d"}}, 'sentry:cron:dir must be an absolute path without spaces, got "cron.d"'),
+    ({"monitor": {"health": {"behind_warn": -1}}}, "sentry:monitor:health:behind_warn must be a number 0 or more"),
+    ({"monitor": {"health": {"disk_free_fatal": 20}}}, "disk_free_fatal <= disk_free_warn <= 100 (percent free)"),
+    ({"monitor": {"health": {"no_record_level": "page"}}}, "sentry:monitor:health:no_record_level must be ok, warn"),
+    ({"monitor": {"rules_dir": "rules"}}, 'sentry:monitor:rules_dir must be an absolute path without spaces or'),
+    ({"monitor": {"beacon_interval": 0}}, "sentry:monitor:beacon_interval must be whole seconds, 1 or more, got 0"),
+    ({"bootstrap": {"users": {"bob": "pw"}}}, "sentry:bootstrap:users:bob must be a mapping (password, email)"),
+    ({"bootstrap": {"indexes": {"a/b": ["root/pypi"]}}}, "sentry:bootstrap:indexes:a/b must be a mapping (type,"),
+    ({"bootstrap": {"indexes": {"a/b": {"type": "volatile"}}}}, 'a/b:type must be stage or mirror, got "volatile"'),
+    ({"bootstrap": {"indexes": {"a/m": {"type": "mirror", "mirror_url": "https://m/", "bases": []}}}}, "a mirror"),
+    ({"bootstrap": {"indexes": {"a/m": {"type": "mirror", "mirror_url": "https://m/", "mirror_cache_expiry": "1"}}}},
+     'a/m:mirror_cache_expiry must be whole seconds, got "1"'),
+    ({"bootstrap": {"indexes": {"a/b": {"volatile": "no"}}}}, 'a/b:volatile must be true or false, got "no"'),
+    ({"bootstrap": {"indexes": {"a/b": {"base": []}}}}, "unknown key sentry:bootstrap:indexes:a/b:base (known:"),
+    ({"front": {"master": "10.0.0.2"}}, 'sentry:front: a node is host:port of its nginx'),
+    ({"auth": {"ldap": {"urls": ["http://ldap"]}}}, 'sentry:auth:ldap:urls must list ldap:// or ldaps:// URLs'),
+    ({"auth": {"ldap": {"urls": ["ldap://d"], "user_search": {"base": "dc=x"}}}},
+     "sentry:auth:ldap:user_search:filter is required with sentry:auth:ldap:user_search:base"),
+    ({"auth": {"ldap": {"urls": ["ldap://d"], "user_search": {"base": "dc=x", "filter": "(uid={username})",
+                                                              "scope": "tree"}}}},
+     "sentry:auth:ldap:user_search:scope must be base-object, single-level or whole-subtree"),
+    ({"auth": {"ldap": {"urls": ["ldap://d"], "user_search": {"base": "dc=x", "filter": "(uid=x)"}}}},
+     "sentry:auth:ldap:user_search:filter must hold {username}"),
+    ({"auth": {"ldap": {"urls": ["ldap://d"], "user_template": "x"}}}, "sentry:auth:ldap:user_template must hold"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pillar", "message"), EVERY_RULE)
+def test_every_rule_refuses_naming_its_key_and_lets_good_values_through(pillar, message):
+    if message is None:
+        assert settings(pillar)["derived"]["server_url"]
+        return
+    with pytest.raises(rules.PillarError) as refused:
+        settings(pillar)
+    assert message in str(refused.value)
+
+
 def test_defaults_alone_derive_the_server_and_its_files():
     got = settings({}, python_executable="/opt/salt/bin/python3", conf_file="/etc/salt/minion")
     derived = got["derived"]
