@@ -29,7 +29,6 @@ import os
 from collections.abc import Callable
 
 import salt.utils.args
-import salt.utils.data
 import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
@@ -114,9 +113,7 @@ INDEX_KEYS = (
 def _as_root(url: str | None, root_password: str | None, instance: str | None = None) -> tuple[str, str]:
     """(base URL, root's auth header); the password comes from pillar unless given."""
     base = _base(url, instance)
-    password = root_password or salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server:root_password", "")
-    if not password:
-        raise CommandExecutionError("no root password: set pillar sentry:server:root_password or pass root_password")
+    password = __utils__["sentry_api.root_password"](root_password, __pillar__)
     return base, __utils__["sentry_api.login"](base, "root", password)
 
 

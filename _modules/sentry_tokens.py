@@ -18,7 +18,6 @@ import os
 import re
 import time
 
-import salt.utils.data
 import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
@@ -70,9 +69,7 @@ def _expires_at(expires: str | int) -> int:
 def _token_user_url(name: str, url: str | None, root_password: str | None, instance: str | None) -> tuple[str, str]:
     """(the user's URL, root's auth header), after checking the user exists."""
     base = url.rstrip("/") if url else __salt__["sentry_server.settings"](instance)["url"]
-    password = root_password or salt.utils.data.traverse_dict_and_list(__pillar__, "sentry:server:root_password", "")
-    if not password:
-        raise CommandExecutionError("no root password: set pillar sentry:server:root_password or pass root_password")
+    password = __utils__["sentry_api.root_password"](root_password, __pillar__)
     if __salt__["sentry_admin.user_get"](name, url=base) is None:  # which checks the name, too
         raise CommandExecutionError(f"no user {name} at {base}")
     return f"{base}/{name}", __utils__["sentry_api.login"](base, "root", password)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 HTTP_TIMEOUT = 30
@@ -58,6 +59,14 @@ def check(code: int, body: dict, what: str, ok: tuple[int, ...] = (200, 201)) ->
 def get(url: str, what: str) -> dict:
     """The ``result`` of GET ``url``; raises unless it answers 200."""
     return check(*request("GET", url), what, ok=(200,))
+
+
+def root_password(given: str | None, pillar) -> str:
+    """Root's password: ``given``, else pillar ``sentry:server:root_password``; raises when neither has one."""
+    password = given or salt.utils.data.traverse_dict_and_list(pillar, "sentry:server:root_password", "")
+    if not password:
+        raise CommandExecutionError("no root password: set pillar sentry:server:root_password or pass root_password")
+    return password
 
 
 def login(base: str, user: str, password: str) -> str:

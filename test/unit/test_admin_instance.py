@@ -95,6 +95,7 @@ def configure_loader_modules(host):
         "sentry_api.check": api.check,
         "sentry_api.get": lambda url, what: api.check(*host.request("GET", url), what, ok=(200,)),
         "sentry_api.login": host.login,
+        "sentry_api.root_password": api.root_password,
     }
     return {
         admin: {
