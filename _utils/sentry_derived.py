@@ -32,12 +32,6 @@ def size_in_bytes(size: str) -> int:
     return int(size[:-1] if unit else size) * SIZE_UNITS[unit]
 
 
-def restrict_modify_of(server: dict) -> list[str]:
-    return (
-        [principal.strip() for principal in server["restrict_modify"].split(",")] if server["restrict_modify"] else []
-    )
-
-
 def environment_of(sentry: dict, ca_file: str) -> dict[str, str]:
     """The server's (and its watcher's) environment: CA file, proxies and what bypasses them."""
     mirror, server = sentry["mirror"], sentry["server"]
@@ -99,7 +93,8 @@ def derive(
     conf_file: str,
     file_exists: Callable[[str], bool],
 ) -> dict:
-    """The ``derived`` values of ``sentry`` (settings from ``sentry_pillar.checked``, whose ``listen`` stays)."""
+    """The ``derived`` values of ``sentry`` (settings from ``sentry_pillar.checked``: its ``listen`` stays, its
+    ``restrict_modify`` goes into the server's arguments)."""
     server, mirror, cron, backup, cache = (
         sentry["server"],
         sentry["mirror"],
@@ -152,7 +147,7 @@ def derive(
         "paths": "^/(" + "|".join(index.replace(".", "\\.") for index in cache["indexes"]) + ")/\\+simple/",
         "macros": f"{tplroot}/files/default/nginx-page-cache.jinja",
     }
-    restrict_modify = restrict_modify_of(server)
+    restrict_modify = sentry["derived"]["restrict_modify"]
     return {
         "auth": auth,
         "ca": ca,

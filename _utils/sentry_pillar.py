@@ -458,7 +458,8 @@ def checked(
     defaults: dict, pillar: dict, *, has_ipv6: bool = True, file_exists: Callable[[str], bool] = os.path.isfile
 ) -> dict:
     """``pillar`` (pillar ``sentry``) over ``defaults`` (defaults.yaml's ``sentry``), checked; with
-    ``derived: {listen: [...]}``, nginx's listen addresses for this host (IPv6 ones where it has IPv6).
+    ``derived: {listen: [...], restrict_modify: [...]}``: nginx's listen addresses for this host (IPv6 ones
+    where it has IPv6), and server:restrict_modify as a list.
 
     Raises ``PillarError`` naming the first bad key.
     """
@@ -478,5 +479,6 @@ def checked(
         check_index(name, index)
     check_front(sentry["front"])
     check_ldap(sentry["auth"]["ldap"])
-    sentry["derived"] = {"listen": listen}
+    # what the rules worked out and the derivation needs too (sentry_derived.derive)
+    sentry["derived"] = {"listen": listen, "restrict_modify": restrict_modify_of(sentry["server"])}
     return sentry
