@@ -21,7 +21,7 @@ from support.server import HostServer
 from support.wheels import make_wheel
 
 ROOT_PASSWORD = "root-Secret-4711"
-ALICE_PASSWORD = "alice-Secret-0815"
+ALICE_PASSWORD = "-alice-Secret-0815"  # a leading "-", as generated passwords may have
 DEB_VERSION = deb_version_for()
 
 

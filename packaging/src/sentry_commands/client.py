@@ -34,7 +34,8 @@ def with_stdin_password(argv: list[str]) -> list[str]:
     rest = [arg for arg in argv if arg != STDIN_FLAG]
     command = next((arg for arg in rest if not arg.startswith("-")), None)
     if command == "login":
-        return [*rest, "--password", read_password()]
+        # One argument: a password starting with "-" (token_urlsafe makes them) is not taken for an option.
+        return [*rest, f"--password={read_password()}"]
     if command == "user" and ("-c" in rest or "-m" in rest or "--create" in rest or "--modify" in rest):
         return [*rest, f"password={read_password()}"]
     raise SystemExit(f"sentry: error: {STDIN_FLAG} only goes with 'login' and 'user -c/-m'")
