@@ -85,6 +85,12 @@ def server_args(sentry: dict, restrict_modify: list[str], auth_args: list[str]) 
     return [*args, "--", *devpi_args]
 
 
+def retry_after(rate: str) -> int:
+    """Seconds until a login limited at ``rate`` (10r/m, 2r/s) is let through again: 429's Retry-After."""
+    count, per = rate[:-3], rate[-1]
+    return max(1, -(-(60 if per == "m" else 1) // int(count)))
+
+
 def derive(
     sentry: dict,
     *,
@@ -147,11 +153,19 @@ def derive(
         "paths": "^/(" + "|".join(index.replace(".", "\\.") for index in cache["indexes"]) + ")/\\+simple/",
         "macros": f"{tplroot}/files/default/nginx-page-cache.jinja",
     }
+    limits = sentry["nginx"]["limits"]
     restrict_modify = sentry["derived"]["restrict_modify"]
     return {
         "auth": auth,
         "ca": ca,
         "page_cache": page_cache,
+        "limits": {
+            "enabled": limits["enabled"],
+            # Never limited: this host's own callers, the configured addresses; a node's site adds its replicas.
+            "exempt": list(dict.fromkeys(["127.0.0.1", "::1", *limits["exempt"]])),
+            "retry_after": retry_after(limits["login_rate"]),
+            "macros": f"{tplroot}/files/default/nginx-limits.jinja",
+        },
         # A replica's in-sync watcher: the flag its nginx checks before serving the front.
         "in_sync": {
             "program": f"{program}-in-sync",

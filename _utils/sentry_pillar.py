@@ -113,6 +113,14 @@ def check_size(key: str, value) -> None:
         )
 
 
+def check_addresses(key: str, addresses: list) -> None:
+    for address in addresses:
+        if not isinstance(address, str) or not salt.utils.network.is_ip_filter(address):
+            raise PillarError(
+                f"{key}: each is an IP address or network, e.g. 10.0.0.12 or 10.0.1.0/24, got {show(address)}"
+            )
+
+
 # --- the rules, by part of the pillar ----------------------------------------------------------------------------
 
 
@@ -201,12 +209,7 @@ def check_server_limits(server: dict) -> None:
 
 def listen_addresses(nginx: dict, has_ipv6: bool) -> list[str]:
     """nginx's listen addresses; IPv6 ones only where the host has IPv6 (nginx would not start otherwise)."""
-    for address in nginx["replica_addresses"]:
-        if not isinstance(address, str) or not salt.utils.network.is_ip_filter(address):
-            raise PillarError(
-                "sentry:nginx:replica_addresses: each is an IP address or network, e.g. 10.0.0.12 or 10.0.1.0/24, "
-                f"got {show(address)}"
-            )
+    check_addresses("sentry:nginx:replica_addresses", nginx["replica_addresses"])
     addresses = nginx["listen_addresses"]
     if isinstance(addresses, (str, Mapping)) or not addresses:
         raise PillarError(
@@ -248,9 +251,25 @@ def check_nginx(sentry: dict) -> None:
         raise PillarError(f"sentry:nginx:cache:dir must be an absolute path without spaces, got {show(cache['dir'])}")
     check_size("sentry:nginx:cache:max_size", cache["max_size"])
     check_size("sentry:nginx:cache:keys_size", cache["keys_size"])
+    check_limits(nginx["limits"])
     theme = sentry["theme"]
     if theme["enabled"] and not theme["dir"].startswith("/"):
         raise PillarError(f"sentry:theme:dir must be an absolute path, got {show(theme['dir'])}")
+
+
+def check_limits(limits: dict) -> None:
+    """nginx's limit_req settings: rates as nginx writes them, bursts, the addresses never limited."""
+    for name in ("login", "logins_total", "credentials"):
+        rate, burst = limits[f"{name}_rate"], limits[f"{name}_burst"]
+        if not isinstance(rate, str) or re.match(r"^[1-9][0-9]*r/[sm]$", rate) is None:
+            raise PillarError(
+                f"sentry:nginx:limits:{name}_rate must be requests per second or minute, e.g. 10r/m or 5r/s, "
+                f"got {show(rate)}"
+            )
+        if not whole(burst) or burst < 0:
+            raise PillarError(f"sentry:nginx:limits:{name}_burst must be a whole number 0 or more, got {show(burst)}")
+    check_addresses("sentry:nginx:limits:exempt", limits["exempt"])
+    check_addresses("sentry:nginx:limits:trusted_proxies", limits["trusted_proxies"])
 
 
 def check_mirror(mirror: dict, file_exists: Callable[[str], bool]) -> None:

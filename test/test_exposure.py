@@ -17,9 +17,11 @@ import re
 import subprocess
 import urllib.error
 import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.client import sentry_client
+from support.client import log_in, sentry_client
 from support.cluster import no_route_out
 from support.host_roots import new_host
 from support.hosts import BRIDGE_ADDRESS, host_address
@@ -57,6 +59,23 @@ def outside(
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def at_once(count: int, path: str, method: str = "GET", body: bytes | None = None, port: int = 80, **headers: str):
+    """``count`` requests sent together from outside: how many got each status, and the Retry-After of the 429s."""
+
+    def one(_) -> tuple[int, str | None]:
+        request = urllib.request.Request(f"http://{ADDRESS}:{port}{path}", data=body, method=method, headers=headers)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=60) as response:
+                return response.status, response.headers.get("Retry-After")
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(count) as pool:
+        answers = list(pool.map(one, range(count)))
+    return Counter(code for code, _ in answers), {retry for code, retry in answers if code == 429}
 
 
 def refused_by_nginx(code: int, body: bytes | str) -> bool:
@@ -254,3 +273,67 @@ def test_reapply_changes_nothing(exposed):
     again = exposed.salt.apply("sentry")
     assert again.succeeded, again.failed or again.errors
     assert again.changed == {}
+
+
+# sentry:nginx:limits (issue 28). Last in the module: the login limit of this test's address outlasts a test.
+BOGUS_AUTH = {"X-Devpi-Auth": base64.b64encode(b"nobody:not-a-token").decode(), "Accept": "application/json"}
+SMALL_LIMITS = {"credentials_rate": "1r/s", "credentials_burst": 4}
+
+
+def wrong_logins(count: int, port: int = 80):
+    body = json.dumps({"user": "root", "password": "not-the-password"}).encode()
+    return at_once(count, "/+login", "POST", body, port=port, **{"Content-Type": "application/json"})
+
+
+def test_a_login_flood_gets_429_at_once_and_the_server_sees_the_burst_only(exposed):
+    statuses, retry_after = wrong_logins(30)
+    # Defaults: 10 at once beyond 10 a minute; the server checks those, nginx refuses the rest itself.
+    assert 10 <= statuses[401] <= 12 and statuses[401] + statuses[429] == 30, statuses
+    assert retry_after == {"6"}
+    # Anonymous reads are not limited; this host's own callers (loopback) still log in.
+    assert at_once(20, "/+api", Accept="application/json")[0] == Counter({200: 20})
+    assert log_in(exposed.host, "http://127.0.0.1", "root", ROOT_PASSWORD)[0] == 200
+
+
+def test_requests_with_credentials_are_limited_but_never_from_exempt_addresses_or_replicas(exposed):
+    try:
+        limited = exposed.apply(pillar(exposed.deb, limits=SMALL_LIMITS))
+        assert set(limited.changed) == NGINX_STATES
+        statuses, retry_after = at_once(20, "/+api", **BOGUS_AUTH)
+        assert statuses[429] >= 10 and retry_after == {"6"}, statuses
+        assert at_once(20, "/+api", Accept="application/json")[0] == Counter({200: 20})  # no credentials
+
+        # This test's address exempt: neither limit applies (its logins may be used up by the test before).
+        exposed.apply(pillar(exposed.deb, limits={**SMALL_LIMITS, "exempt": [BRIDGE_ADDRESS]}))
+        assert 429 not in at_once(20, "/+api", **BOGUS_AUTH)[0]
+        assert 429 not in wrong_logins(3)[0]
+        # A replica's address alike: replication is never limited.
+        exposed.apply(pillar(exposed.deb, limits=SMALL_LIMITS, replica_addresses=[BRIDGE_ADDRESS]))
+        assert 429 not in at_once(20, "/+api", **BOGUS_AUTH)[0]
+    finally:
+        exposed.apply(pillar(exposed.deb))
+
+
+def test_behind_a_trusted_proxy_the_client_it_names_is_limited(exposed):
+    """This test plays the balancer: its X-Forwarded-For names the client that limits and exemptions apply to."""
+    try:
+        limits = {**SMALL_LIMITS, "trusted_proxies": [BRIDGE_ADDRESS], "exempt": ["192.0.2.7"]}
+        exposed.apply(pillar(exposed.deb, limits=limits))
+        assert 429 not in at_once(20, "/+api", **BOGUS_AUTH, **{"X-Forwarded-For": "192.0.2.7"})[0]
+        assert at_once(20, "/+api", **BOGUS_AUTH, **{"X-Forwarded-For": "192.0.2.8"})[0][429] >= 10
+    finally:
+        exposed.apply(pillar(exposed.deb))
+
+
+def test_the_front_limits_its_clients_too(exposed):
+    with_front = pillar(exposed.deb, limits=SMALL_LIMITS)
+    with_front["sentry"]["front"] = {"master": "127.0.0.1:80", "port": 8080}
+    exposed.apply(with_front, "sentry.front")
+    try:
+        statuses, retry_after = at_once(20, "/+api", port=8080, **BOGUS_AUTH)
+        assert statuses[429] >= 10 and retry_after == {"6"}, statuses
+        statuses, retry_after = wrong_logins(15, port=8080)
+        assert statuses[429] >= 1 and retry_after == {"6"}, statuses
+    finally:
+        exposed.apply(with_front, "sentry.front.clean")
+        exposed.salt.set_pillar(pillar(exposed.deb))

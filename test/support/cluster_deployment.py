@@ -31,7 +31,10 @@ def cluster_pillars(addresses: dict[str, str], version: str) -> dict[str, dict]:
             "sentry": {
                 "package": package,
                 "server": {"root_password": ROOT_PASSWORD, "role": "primary", "secret": SECRET, "no_root_pypi": True},
-                "nginx": {"replica_addresses": [addresses[replica] for replica in REPLICAS]},
+                "nginx": {
+                    "replica_addresses": [addresses[replica] for replica in REPLICAS],
+                    "limits": {"trusted_proxies": [addresses[FRONT]]},
+                },
                 "bootstrap": {
                     "users": {"alice": {"password": ALICE_PASSWORD}},
                     "indexes": {"alice/dev": {"bases": []}},
@@ -46,6 +49,11 @@ def cluster_pillars(addresses: dict[str, str], version: str) -> dict[str, dict]:
     }
     for replica in REPLICAS:
         pillars[replica] = {
-            "sentry": {"package": package, "server": {"master_url": f"http://{master}", "secret": SECRET}}
+            "sentry": {
+                "package": package,
+                "server": {"master_url": f"http://{master}", "secret": SECRET},
+                # Clients come through the front: they, not it, are counted (sentry:nginx:limits).
+                "nginx": {"limits": {"trusted_proxies": [addresses[FRONT]]}},
+            }
         }
     return pillars

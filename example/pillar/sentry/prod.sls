@@ -13,6 +13,9 @@ sentry:
     server_name: pypi.example.org
     replica_addresses:
       - 10.0.20.0/24
+    limits:
+      # The front: clients behind it, not it, are counted.
+      trusted_proxies: [10.0.10.5]
     tls:
       enabled: true
       cert: /etc/ssl/certs/pypi.example.org.pem
