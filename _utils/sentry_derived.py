@@ -159,6 +159,13 @@ def derive(
         "auth": auth,
         "ca": ca,
         "page_cache": page_cache,
+        # Under lockdown: where nginx keeps passwords' successful checks, and its HMAC key (a site's own).
+        "auth_cache": {
+            "enabled": bool(sentry["auth"]["lockdown"] and sentry["auth"]["lockdown_cache_seconds"] > 0),
+            "seconds": sentry["auth"]["lockdown_cache_seconds"],
+            "dir": f"{cache['dir']}/{sentry['nginx']['site']}-auth",
+            "key_file": f"/etc/nginx/{sentry['nginx']['site']}-auth-key.conf",
+        },
         "limits": {
             "enabled": limits["enabled"],
             # Never limited: this host's own callers, the configured addresses; a node's site adds its replicas.

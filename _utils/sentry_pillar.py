@@ -442,6 +442,12 @@ def check_ldap_search(ldap: dict, search: str) -> None:
         )
 
 
+def check_lockdown(auth: dict) -> None:
+    seconds = auth["lockdown_cache_seconds"]
+    if not whole(seconds) or seconds < 0:
+        raise PillarError(f"sentry:auth:lockdown_cache_seconds must be whole seconds, 0 or more, got {show(seconds)}")
+
+
 def check_ldap(ldap: dict) -> None:
     """What devpi-ldap would refuse at start-up, named by its pillar key."""
     for url in ldap["urls"]:
@@ -497,6 +503,7 @@ def checked(
     for name, index in dictsorted(sentry["bootstrap"]["indexes"]):
         check_index(name, index)
     check_front(sentry["front"])
+    check_lockdown(sentry["auth"])
     check_ldap(sentry["auth"]["ldap"])
     # what the rules worked out and the derivation needs too (sentry_derived.derive)
     sentry["derived"] = {"listen": listen, "restrict_modify": restrict_modify_of(sentry["server"])}

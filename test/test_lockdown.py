@@ -32,8 +32,11 @@ uploads to team/dev (``acl_upload: [":uploaders"]``) through the master.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,8 @@ WHEEL = ("lock-probe", "1.0")
 THEME_TITLE = "sentry"  # sentry:theme:title's default
 THEME_BLUE = (31, 78, 121)  # #1f4e79: the login form's border and button in the theme's style.css
 SERVERDIR = "/var/lib/sentry/data"
+AUTH_CACHE = "/var/cache/nginx/sentry-auth"
+AUTH_CACHE_SECONDS = 10  # the master's; the replica keeps the default (60)
 
 
 def auth_pillar(directory: Directory) -> dict:
@@ -84,7 +89,7 @@ def node_pillars(deb: Path, directory: Directory, master: str, replica: str) -> 
                 "package": package,
                 "server": {"root_password": ROOT_PASSWORD, "role": "primary", "secret": SECRET, "no_root_pypi": True},
                 "nginx": {"replica_addresses": [replica]},
-                "auth": auth_pillar(directory),
+                "auth": {**auth_pillar(directory), "lockdown_cache_seconds": AUTH_CACHE_SECONDS},
                 "front": {"master": "127.0.0.1:80", "replicas": [f"{replica}:80"], "port": FRONT_PORT},
                 "bootstrap": {
                     "users": {"team": {"password": TEAM_PASSWORD}, "ci": {"password": CI_PASSWORD}},
@@ -268,6 +273,56 @@ def read_status(host: TestHost, path: str, user: str, password: str) -> int:
             input=f'user = "{user}:{password}"\n',
         ).stdout
     )
+
+
+def checked_read(host: TestHost, path: str, user: str, password: str) -> tuple[int, str]:
+    """A GET of ``path`` through the host's nginx as ``user``: the status and X-Sentry-Auth-Cache (HIT: nginx
+    took the password without asking the server)."""
+    answered = host.run(
+        ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-K", "-", f"http://127.0.0.1{path}"],
+        input=f'user = "{user}:{password}"\n',
+    ).stdout
+    status = int(answered.split()[1])
+    cache = re.search(r"^x-sentry-auth-cache: *(\S*)", answered, re.IGNORECASE | re.MULTILINE)
+    return status, cache.group(1) if cache else ""
+
+
+def test_a_password_check_is_kept_a_while_never_a_failure_nor_a_token(locked):
+    master = locked.master
+    dev = "/team/dev/+simple/"
+    answers = [checked_read(master, dev, "team", TEAM_PASSWORD) for _ in range(3)]
+    assert answers == [(200, "MISS"), (200, "HIT"), (200, "HIT")]
+    # Per index and kind of path: the file is checked once of its own, then kept too.
+    assert [checked_read(master, locked.file_path, "team", TEAM_PASSWORD)[1] for _ in range(2)] == ["MISS", "HIT"]
+    # Never a failure, never a token (its restrictions depend on the path), never another kind of path.
+    stored = set(master.run(["find", AUTH_CACHE, "-type", "f"]).stdout.split())
+    assert stored  # the page's and the file's (unless already expired)
+    assert {checked_read(master, dev, "team", "not-the-password")[0] for _ in range(2)} == {401}
+    assert set(master.run(["find", AUTH_CACHE, "-type", "f"]).stdout.split()) <= stored  # nothing kept of them
+    token = make_token(master, CAROL.uid, "/tmp/carol-cache.token", "-a", "pkg_read", "-i", "team/dev")
+    sentry_client(master, "logoff")
+    assert {checked_read(master, dev, CAROL.uid, token) for _ in range(2)} == {(200, "BYPASS")}
+    assert checked_read(master, "/team/dev/", "team", TEAM_PASSWORD)[1] == "BYPASS"
+    # What lies on disk: HMACs and answers, never the password nor the header carrying it.
+    header = base64.b64encode(f"team:{TEAM_PASSWORD}".encode()).decode()
+    leaked = master.run(["grep", "-rlF", "-e", TEAM_PASSWORD, "-e", header, AUTH_CACHE], check=False)
+    assert leaked.returncode == 1, leaked.stdout
+    assert master.run(["stat", "-c", "%a %U", "/etc/nginx/sentry-auth-key.conf"]).stdout.split() == ["600", "root"]
+
+    # A changed password: the old one is taken at most lockdown_cache_seconds more, then refused.
+    sentry_client(master, "login", "root", password=ROOT_PASSWORD)
+    assert checked_read(master, dev, "team", TEAM_PASSWORD)[0] == 200
+    try:
+        sentry_client(master, "user", "-m", "team", password="Lock-Team-new-pw-62")
+        changed = time.monotonic()
+        assert checked_read(master, dev, "team", "Lock-Team-new-pw-62") == (200, "MISS")
+        while checked_read(master, dev, "team", TEAM_PASSWORD)[0] == 200:
+            assert time.monotonic() - changed < AUTH_CACHE_SECONDS + 5, "the old password is still taken"
+            time.sleep(1)
+        assert checked_read(master, dev, "team", TEAM_PASSWORD)[0] == 401
+    finally:
+        sentry_client(master, "user", "-m", "team", password=TEAM_PASSWORD)
+        sentry_client(master, "logoff")
 
 
 def assert_says_sentry(browser: Browser, page: str) -> None:

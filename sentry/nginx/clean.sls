@@ -23,6 +23,14 @@ sentry-nginx-page-cache-absent:
     - require:
       - cmd: sentry-nginx-reloaded
 
+sentry-nginx-auth-cache-absent:
+  file.absent:
+    - names:
+      - {{ sentry.derived.auth_cache.dir }}
+      - {{ sentry.derived.auth_cache.key_file }}
+    - require:
+      - cmd: sentry-nginx-reloaded
+
 sentry-nginx-reloaded:
   cmd.run:
     - name: nginx -t -q && nginx -s reload

@@ -84,6 +84,45 @@ sentry-nginx-page-cache:
       - cmd: sentry-nginx-config-valid
 {%- endif %}
 
+{%- set auth_cache = sentry.derived.auth_cache %}
+{%- if auth_cache.enabled %}
+
+{#- Under lockdown nginx keeps passwords' successful checks (sentry:auth:lockdown_cache_seconds), keyed by
+    HMACs computed with ngx_set_misc and a key made here once (never in Salt's output). #}
+sentry-nginx-auth-cache-module:
+  pkg.installed:
+    - name: {{ sentry.auth.lockdown_cache_package }}
+    - require:
+      - pkg: sentry-nginx-package
+    - require_in:
+      - file: sentry-nginx-site-file
+
+sentry-nginx-auth-cache-key:
+  cmd.run:
+    - name: >-
+        umask 077 && key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') &&
+        printf 'set $%s "%s";\n' {{ nginx.site | regex_replace("[^A-Za-z0-9_]", "_") }}_auth_key "$key"
+        > {{ auth_cache.key_file }}.new && mv {{ auth_cache.key_file }}.new {{ auth_cache.key_file }}
+    - creates: {{ auth_cache.key_file }}
+    - require:
+      - pkg: sentry-nginx-package
+    - require_in:
+      - file: sentry-nginx-site-file
+
+sentry-nginx-auth-cache:
+  file.directory:
+    - name: {{ auth_cache.dir }}
+    - user: www-data
+    - group: root
+    - mode: "0700"
+    - makedirs: true
+    - require:
+      - pkg: sentry-nginx-package
+    - require_in:
+      - file: sentry-nginx-site-file
+      - cmd: sentry-nginx-config-valid
+{%- endif %}
+
 sentry-nginx-site-enabled:
   file.symlink:
     - name: {{ nginx.sites_enabled }}/{{ nginx.site }}.conf
