@@ -166,6 +166,7 @@ def derive(
             "dir": f"{cache['dir']}/{sentry['nginx']['site']}-auth",
             "key_file": f"/etc/nginx/{sentry['nginx']['site']}-auth-key.conf",
         },
+        "headers": {"macros": f"{tplroot}/files/default/nginx-headers.jinja"},
         "limits": {
             "enabled": limits["enabled"],
             # Never limited: this host's own callers, the configured addresses; a node's site adds its replicas.

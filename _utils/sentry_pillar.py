@@ -238,6 +238,9 @@ def check_nginx(sentry: dict) -> None:
     nginx = sentry["nginx"]
     if nginx["tls"]["enabled"] and not (nginx["tls"]["cert"] and nginx["tls"]["key"]):
         raise PillarError("sentry:nginx:tls:enabled needs sentry:nginx:tls:cert and sentry:nginx:tls:key")
+    hsts = nginx["tls"]["hsts_seconds"]
+    if not whole(hsts) or hsts < 0:
+        raise PillarError(f"sentry:nginx:tls:hsts_seconds must be whole seconds, 0 or more, got {show(hsts)}")
     check_size("sentry:nginx:client_max_body_size", nginx["client_max_body_size"])
     cache = nginx["cache"]
     if not whole(cache["seconds"]) or cache["seconds"] < 1:

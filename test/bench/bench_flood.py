@@ -159,6 +159,9 @@ def flood_table(host: TestHost, flooder: TestHost, reader: TestHost, seconds: in
             tail = host.path(log).read_text().splitlines()[-2:]
             print(f"  (no login of {flood_from.address} in {log}; its last lines: {tail})")
         refused = f"{counted.get('401', 0):6d} {counted.get('429', 0):6d}" if log else f"{'all':>6} {'-':>6}"
+        others = {status: count for status, count in counted.items() if status not in ("401", "429")}
+        if others:
+            refused += f" (and {others})"
         print(
             f"{'':24} {FLOODERS:<6d} {loaded.p50_ms:7d} {loaded.p99_ms:7d} {loaded.complete:7d} {loaded.failed:7d}"
             f" {refused}  p99 x{loaded.p99_ms / max(quiet.p99_ms, 1):.1f}"
@@ -201,7 +204,10 @@ def lockdown_table(host: TestHost, salt: MasterlessSalt, deb: Path, reader: Test
 class BenchSalt(MasterlessSalt):
     def apply_with(self, pillar_: dict) -> bool:
         self.set_pillar(pillar_)
-        return self.apply("sentry").succeeded
+        applied = self.apply("sentry")
+        if not applied.succeeded:
+            print(applied.failed or applied.errors)
+        return applied.succeeded
 
 
 def main() -> int:

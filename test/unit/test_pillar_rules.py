@@ -50,6 +50,7 @@ def settings(pillar: dict, has_ipv6: bool = True, **kwargs) -> dict:
         ({"nginx": {"replica_addresses": ["10.0.0.0/33"]}}, "sentry:nginx:replica_addresses: each is an IP"),
         ({"nginx": {"listen_addresses": ["10.0.0.0/8"]}}, "sentry:nginx:listen_addresses: each is an IP address"),
         ({"nginx": {"tls": {"enabled": True}}}, "sentry:nginx:tls:enabled needs sentry:nginx:tls:cert"),
+        ({"nginx": {"tls": {"hsts_seconds": 1.5}}}, "sentry:nginx:tls:hsts_seconds must be whole seconds"),
         ({"nginx": {"client_max_body_size": "12x"}}, "sentry:nginx:client_max_body_size must be a size"),
         ({"nginx": {"cache": {"indexes": ["pypi"]}}}, "sentry:nginx:cache:indexes: each is an index name"),
         ({"nginx": {"limits": {"login_rate": "10/m"}}}, "sentry:nginx:limits:login_rate must be requests per"),
