@@ -2,7 +2,7 @@
 SENTRY_VERSION ?= $(shell cat packaging/pins/DEFAULT)
 RELEASE ?= $(shell . /etc/os-release && echo $$VERSION_CODENAME)
 
-.PHONY: deploy test test-fast test-unit lint readme deb debs spm pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front bench-storm
+.PHONY: deploy test test-fast test-unit lint readme deb debs spm pins lock clean bench bench-upgrade bench-fleet bench-health bench-project-list bench-backup bench-front bench-storm bench-flood
 
 deploy:          ## deploy sentry on this machine (masterless)
 	script/deploy
@@ -48,12 +48,16 @@ bench:           ## benchmarks: ratios measured in one run, printed, never asser
 	.venv/bin/pytest -p no:cacheprovider -s test/bench/bench_fleet.py
 	.venv/bin/python test/bench/bench_front.py
 	.venv/bin/python test/bench/bench_storm.py
+	.venv/bin/python test/bench/bench_flood.py
 
 bench-front:     ## pages and a release file under 20 clients: nginx, front, devpi's nginx profile, bare server (~5 min)
 	script/bootstrap test && .venv/bin/python test/bench/bench_front.py
 
 bench-storm:     ## 30 pip installs at once of 20 packages through the front (master, 2 replicas) vs one alone (~10 min)
 	script/bootstrap test && .venv/bin/python test/bench/bench_storm.py
+
+bench-flood:     ## a login flood against reads (devpi bare, devpi's nginx, node, front); lockdown's password checks (~10 min)
+	script/bootstrap test && .venv/bin/python test/bench/bench_flood.py
 
 bench-upgrade:   ## write window in place and by export, 1,000 and 10,000 files; growth; export / bare (~40 min first)
 	script/bootstrap test && .venv/bin/python test/bench/bench_upgrade.py
