@@ -431,6 +431,26 @@ def check_front(front: dict) -> None:
             )
 
 
+def check_front_tls(front: dict, file_exists: Callable[[str], bool]) -> None:
+    tls, nodes_tls = front["tls"], front["nodes_tls"]
+    if tls["enabled"] and not (tls["cert"] and tls["key"]):
+        raise PillarError("sentry:front:tls:enabled needs sentry:front:tls:cert and sentry:front:tls:key")
+    if not whole(tls["hsts_seconds"]) or tls["hsts_seconds"] < 0:
+        raise PillarError(
+            f"sentry:front:tls:hsts_seconds must be whole seconds, 0 or more, got {show(tls['hsts_seconds'])}"
+        )
+    if nodes_tls["enabled"] and re.match(r"^[A-Za-z0-9.-]+$", nodes_tls["server_name"]) is None:
+        raise PillarError(
+            "sentry:front:nodes_tls:enabled needs sentry:front:nodes_tls:server_name, the name the nodes' "
+            f"certificates carry, e.g. pypi.example.org, got {show(nodes_tls['server_name'])}"
+        )
+    ca_file = nodes_tls["ca_file"]
+    if ca_file and not (ca_file.startswith("/") and file_exists(ca_file)):
+        raise PillarError(
+            f"sentry:front:nodes_tls:ca_file must be the absolute path of a PEM file on the host, got {show(ca_file)}"
+        )
+
+
 def check_ldap_search(ldap: dict, search: str) -> None:
     """sentry:auth:ldap:user_search or group_search: set in full, or not at all."""
     if not ldap[search]["base"]:
@@ -506,6 +526,7 @@ def checked(
     for name, index in dictsorted(sentry["bootstrap"]["indexes"]):
         check_index(name, index)
     check_front(sentry["front"])
+    check_front_tls(sentry["front"], file_exists)
     check_lockdown(sentry["auth"])
     check_ldap(sentry["auth"]["ldap"])
     # what the rules worked out and the derivation needs too (sentry_derived.derive)

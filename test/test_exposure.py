@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import re
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -26,6 +27,7 @@ from support.cluster import no_route_out
 from support.host_roots import new_host
 from support.hosts import BRIDGE_ADDRESS, host_address
 from support.masterless import MasterlessSalt
+from support.upstream import MAKE_CERTIFICATES
 from support.wheels import make_wheel
 
 pytestmark = pytest.mark.slow
@@ -337,3 +339,51 @@ def test_the_front_limits_its_clients_too(exposed):
     finally:
         exposed.apply(with_front, "sentry.front.clean")
         exposed.salt.set_pillar(pillar(exposed.deb))
+
+
+def test_the_front_serves_https_and_reaches_tls_nodes_over_tls(exposed):
+    """The node serves HTTPS only (plain HTTP redirects); the front terminates TLS for clients (8443) and reaches
+    the node over TLS, checking its certificate against the CA in pillar; pages link to https://."""
+    host = exposed.host
+    host.sh(MAKE_CERTIFICATES.format(root="/etc/ssl/sentry-exposure", address="sentry.test", san="DNS:sentry.test"))
+    host.sh(
+        "mkdir -p /etc/ssl/other-ca && cd /etc/ssl/other-ca && openssl req -x509 -newkey rsa:2048 -nodes "
+        "-days 2 -subj '/CN=another CA' -keyout ca.key -out ca.pem 2>/dev/null"
+    )
+    tls = "/etc/ssl/sentry-exposure/tls"
+    secured = pillar(exposed.deb, tls={"enabled": True, "cert": f"{tls}/server.pem", "key": f"{tls}/server.key"})
+    secured["sentry"]["front"] = {
+        "master": "127.0.0.1:443",
+        "port": 8080,
+        "tls": {"enabled": True, "port": 8443, "cert": f"{tls}/server.pem", "key": f"{tls}/server.key"},
+        "nodes_tls": {"enabled": True, "server_name": "sentry.test", "ca_file": f"{tls}/ca.pem"},
+    }
+    try:
+        exposed.apply(secured)
+        exposed.apply(secured, "sentry.front")
+        # This process trusts the test CA for the front's certificate (sentry.test, at the host's address).
+        context = ssl.create_default_context(cafile=str(host.path(f"{tls}/ca.pem")))
+        context.check_hostname = False
+        request = urllib.request.Request(f"https://{ADDRESS}:8443/+api", headers={"Accept": "application/json"})
+        with urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        ).open(request, timeout=30) as answer:
+            assert answer.status == 200
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
+            api = json.loads(answer.read())["result"]
+        assert api["login"] == f"https://{ADDRESS}:8443/+login", api  # the node links as clients see it
+        # Plain HTTP only redirects, on the front and on the node: the front's 200 came over TLS.
+        for plain in ("http://127.0.0.1:8080/+api", "http://127.0.0.1/+api"):
+            status = host.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", plain]).stdout
+            assert status == "301", (plain, status)
+        # A CA that did not sign the node's certificate: the front refuses the node.
+        secured["sentry"]["front"]["nodes_tls"]["ca_file"] = "/etc/ssl/other-ca/ca.pem"
+        exposed.apply(secured, "sentry.front")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+            ).open(request, timeout=30)
+        assert refused.value.code == 502
+    finally:
+        exposed.apply(secured, "sentry.front.clean")
+        exposed.apply(pillar(exposed.deb))

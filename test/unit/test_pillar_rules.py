@@ -59,6 +59,19 @@ def settings(pillar: dict, has_ipv6: bool = True, **kwargs) -> dict:
         ({"nginx": {"limits": {"exempt": ["ci-runners"]}}}, "sentry:nginx:limits:exempt: each is an IP address"),
         ({"nginx": {"limits": {"trusted_proxies": "10.0.0.1"}}}, "sentry:nginx:limits:trusted_proxies must be a list"),
         ({"auth": {"lockdown_cache_seconds": -5}}, "sentry:auth:lockdown_cache_seconds must be whole seconds"),
+        (
+            {"front": {"tls": {"enabled": True, "cert": "/c.pem"}}},
+            "sentry:front:tls:enabled needs sentry:front:tls:cert",
+        ),
+        ({"front": {"tls": {"hsts_seconds": -1}}}, "sentry:front:tls:hsts_seconds must be whole seconds"),
+        (
+            {"front": {"nodes_tls": {"enabled": True}}},
+            "sentry:front:nodes_tls:enabled needs sentry:front:nodes_tls:server",
+        ),
+        (
+            {"front": {"nodes_tls": {"ca_file": "/nonexistent.pem"}}},
+            "sentry:front:nodes_tls:ca_file must be the absolute",
+        ),
         ({"mirror": {"https_proxy": "proxy:3128"}}, "sentry:mirror:https_proxy must be an http(s) URL or ''"),
         ({"mirror": {"ca_bundle": "/nonexistent"}}, "sentry:mirror:ca_bundle must be the absolute path of a PEM"),
         ({"mirror": {"ca_certificates": {"corp": "x"}}}, "sentry:mirror:ca_certificates:corp must be a PEM"),
