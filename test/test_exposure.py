@@ -27,6 +27,7 @@ from support.cluster import no_route_out
 from support.host_roots import new_host
 from support.hosts import BRIDGE_ADDRESS, host_address
 from support.masterless import MasterlessSalt
+from support.tls_scan import assert_mozilla_intermediate
 from support.upstream import MAKE_CERTIFICATES
 from support.wheels import make_wheel
 
@@ -372,6 +373,9 @@ def test_the_front_serves_https_and_reaches_tls_nodes_over_tls(exposed):
             assert answer.headers["X-Content-Type-Options"] == "nosniff"
             api = json.loads(answer.read())["result"]
         assert api["login"] == f"https://{ADDRESS}:8443/+login", api  # the node links as clients see it
+        # Both offer what Mozilla's intermediate profile allows, as a scanner from outside finds it.
+        assert_mozilla_intermediate(f"{ADDRESS}:443")
+        assert_mozilla_intermediate(f"{ADDRESS}:8443")
         # Plain HTTP only redirects, on the front and on the node: the front's 200 came over TLS.
         for plain in ("http://127.0.0.1:8080/+api", "http://127.0.0.1/+api"):
             status = host.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", plain]).stdout

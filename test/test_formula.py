@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
-from xml.etree import ElementTree
 
 import pytest
 from support.client import pip_install, sentry_client
@@ -186,37 +184,6 @@ def test_port_change_touches_only_what_depends_on_it(deployment, uploaded, sentr
     assert deployment.salt.apply("sentry").changed == {}
 
 
-MOZILLA_INTERMEDIATE_TLS12 = {
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305",
-    "ECDHE-RSA-CHACHA20-POLY1305",
-}
-
-
-def assert_mozilla_intermediate(host) -> None:
-    """sslscan (Debian's, run in the host's network namespace) finds only what Mozilla's intermediate profile
-    allows: TLS 1.2 and 1.3, TLS 1.2 ciphers from its list, no DHE, X25519 among the groups."""
-    scanned = subprocess.run(
-        ["nsenter", "--target", str(host.init_pid), "--net", "sslscan", "--xml=-", "--no-colour", "127.0.0.1:443"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    report = ElementTree.fromstring(scanned[scanned.index("<?xml") :])  # noqa: S314 - our own scanner's report
-    protocols = {f"{p.get('type')}{p.get('version')}" for p in report.iter("protocol") if p.get("enabled") == "1"}
-    assert protocols == {"tls1.2", "tls1.3"}, protocols
-    accepted = [c for c in report.iter("cipher") if c.get("status") in ("accepted", "preferred")]
-    tls12 = {c.get("cipher") for c in accepted if c.get("sslversion") == "TLSv1.2"}
-    assert tls12 and tls12 <= MOZILLA_INTERMEDIATE_TLS12, tls12
-    assert not [c.get("cipher") for c in accepted if "DHE-" in c.get("cipher", "").replace("ECDHE-", "")]
-    groups = {g.get("name") for g in report.iter("group")}
-    assert "x25519" in groups, groups
-
-
 def test_tls_serves_https_and_redirects_plain_http(deployment, uploaded, sentry_deb):
     host = deployment.host
     host.sh(
@@ -254,7 +221,6 @@ def test_tls_serves_https_and_redirects_plain_http(deployment, uploaded, sentry_
             "server: nginx\n",  # no version
         ):
             assert header in headers, (header, headers)
-        assert_mozilla_intermediate(host)
     finally:
         deployment.salt.set_pillar(master_pillar(sentry_deb))
         restored = deployment.salt.apply("sentry")

@@ -20,7 +20,8 @@ for --seconds each, the reader's address in nginx:limits:exempt (a CI
 fleet's), with: lockdown off (the Basic header sent, ignored), lockdown on
 asking the server every time (lockdown_cache_seconds 0), lockdown on with
 the formula's default, and a devpi token. Prints requests per second and the
-ratio to lockdown off. Asserts nothing.
+ratio to lockdown off, and the seconds a pip install of 20 projects takes with the
+password (lockdown off, asked every time, the default). Asserts nothing.
 
     .venv/bin/python test/bench/bench_flood.py [--seconds 15]
 """
@@ -34,12 +35,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from support.client import sentry_client
+from support.client import pip_install, sentry_client
 from support.cluster import no_route_out
 from support.debs import build_deb
 from support.host_roots import new_host
@@ -53,6 +55,7 @@ FRONT_PORT, DEVPI_PORT, SERVER_PORT = 8080, 8081, 3141
 ROOT_PASSWORD, ALICE_PASSWORD = "Bench-Root-pw-1", "Bench-Alice-pw-2"
 PAGE = "/alice/dev/+simple/flood-probe/"
 FLOODERS, READERS, LOCKDOWN_CLIENTS = 60, 4, 10
+PIP_PROJECTS = 20
 
 
 @dataclass
@@ -167,6 +170,10 @@ def flood_table(host: TestHost, flooder: TestHost, reader: TestHost, seconds: in
         )
 
 
+def projects() -> list[str]:
+    return [f"flood-project-{number:02d}" for number in range(1, PIP_PROJECTS + 1)]
+
+
 def lockdown_table(host: TestHost, salt: MasterlessSalt, deb: Path, reader: TestHost, seconds: int) -> None:
     page = host.run(["curl", "-fsS", "-u", f"alice:{ALICE_PASSWORD}", f"http://127.0.0.1{PAGE}"]).stdout
     (relative,) = re.findall(r'href="\.\./\.\./(\+f/[^"#]+)', page)[:1]
@@ -182,8 +189,9 @@ def lockdown_table(host: TestHost, salt: MasterlessSalt, deb: Path, reader: Test
         "lockdown, password (default)": ({"lockdown": True}, password),
         "lockdown, token": ({"lockdown": True}, by_token),
     }
-    print(f"\nrequests per second, {LOCKDOWN_CLIENTS} clients, {seconds} s each, from another host\n")
-    print(f"{'':30} " + " ".join(f"{name:>14} {'x off':>6}" for name in paths))
+    print(f"\nrequests per second, {LOCKDOWN_CLIENTS} clients, {seconds} s each, from another host; a pip install")
+    print(f"of {PIP_PROJECTS} projects from alice/dev with alice's password in the index URL, from another host\n")
+    print(f"{'':30} " + " ".join(f"{name:>14} {'x off':>6}" for name in paths) + f" {'pip s':>7} {'x off':>6}")
     baseline: dict[str, float] = {}
     for row, (auth, credentials) in rows.items():
         applied = salt.apply_with(pillar(deb, reader.address, **auth))
@@ -197,6 +205,14 @@ def lockdown_table(host: TestHost, salt: MasterlessSalt, deb: Path, reader: Test
             figures.append(f"{load.per_second:14.1f} {load.per_second / baseline[name]:6.2f}")
             if load.failed:
                 figures[-1] += f" ({load.failed} failed)"
+        if credentials == password:
+            index = f"http://alice:{ALICE_PASSWORD}@{host.address}/alice/dev/+simple/"
+            reader.run(["rm", "-rf", "/tmp/pip-target"])
+            started = time.monotonic()
+            pip_install(reader, index, "flood-probe", "/tmp/pip-target", *projects())
+            took = time.monotonic() - started
+            baseline.setdefault("pip", took)
+            figures.append(f"{took:7.1f} {baseline['pip'] / took:6.2f}")
         print(f"{row:30} " + " ".join(figures))
 
 
@@ -228,11 +244,12 @@ def main() -> int:
             applied = salt.apply(sls)
             if not applied.succeeded:
                 raise SystemExit(f"{sls} failed: {applied.failed or applied.errors}")
-        wheel = make_wheel(Path("/tmp"), "flood-probe", "1.0", payload="x" * 20000)
-        host.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
         sentry_client(host, "use", "http://127.0.0.1/alice/dev")
         sentry_client(host, "login", "alice", password=ALICE_PASSWORD)
-        sentry_client(host, "upload", f"/tmp/{wheel.name}")
+        for name in ("flood-probe", *projects()):
+            wheel = make_wheel(Path("/tmp"), name, "1.0", payload="x" * 20000)
+            host.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
+            sentry_client(host, "upload", f"/tmp/{wheel.name}")
         devpi_profile(host)
         flood_table(host, flooder, reader, args.seconds)
         lockdown_table(host, salt, deb, reader, args.seconds)
