@@ -297,8 +297,12 @@ def test_a_password_check_is_kept_a_while_never_a_failure_nor_a_token(locked):
     dev = "/team/dev/+simple/"
     answers = [checked_read(master, dev, "team", TEAM_PASSWORD) for _ in range(3)]
     assert answers == [(200, "MISS"), (200, "HIT"), (200, "HIT")]
-    # Per index and kind of path: the file is checked once of its own, then kept too.
+    # Per index and kind of path: the file is checked once of its own, then kept too, also as pip asks for it
+    # (it writes the '+' as %2B).
     assert [checked_read(master, locked.file_path, "team", TEAM_PASSWORD)[1] for _ in range(2)] == ["MISS", "HIT"]
+    as_pip_asks = locked.file_path.replace("/+f/", "/%2Bf/")
+    assert checked_read(master, as_pip_asks, "team", TEAM_PASSWORD) == (200, "HIT")
+    assert checked_read(master, as_pip_asks.replace("/team/", "/%74eam/"), "team", TEAM_PASSWORD)[1] == "BYPASS"
     # Never a failure, never another kind of path; a token (its limits depend on the path) per path.
     stored = set(master.run(["find", AUTH_CACHE, "-type", "f"]).stdout.split())
     assert stored  # the page's and the file's (unless already expired)
