@@ -159,9 +159,11 @@ def derive(
         "auth": auth,
         "ca": ca,
         "page_cache": page_cache,
-        # Under lockdown: where nginx keeps passwords' successful checks, and its HMAC key (a site's own).
+        # Under lockdown: where nginx keeps passwords' successful checks, and its HMAC key (a site's own); ``name``
+        # prefixes the site's nginx variables of it (the key file sets <name>_key).
         "auth_cache": {
             "enabled": bool(sentry["auth"]["lockdown"] and sentry["auth"]["lockdown_cache_seconds"] > 0),
+            "name": re.sub(r"[^A-Za-z0-9_]", "_", sentry["nginx"]["site"]) + "_auth",
             "seconds": sentry["auth"]["lockdown_cache_seconds"],
             "dir": f"{cache['dir']}/{sentry['nginx']['site']}-auth",
             "key_file": f"/etc/nginx/{sentry['nginx']['site']}-auth-key.conf",

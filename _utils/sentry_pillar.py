@@ -121,6 +121,14 @@ def check_addresses(key: str, addresses: list) -> None:
             )
 
 
+def check_tls(key: str, tls: dict) -> None:
+    """A TLS listener's settings (sentry:nginx:tls, sentry:front:tls)."""
+    if tls["enabled"] and not (tls["cert"] and tls["key"]):
+        raise PillarError(f"{key}:enabled needs {key}:cert and {key}:key")
+    if not whole(tls["hsts_seconds"]) or tls["hsts_seconds"] < 0:
+        raise PillarError(f"{key}:hsts_seconds must be whole seconds, 0 or more, got {show(tls['hsts_seconds'])}")
+
+
 # --- the rules, by part of the pillar ----------------------------------------------------------------------------
 
 
@@ -236,11 +244,7 @@ def listen_addresses(nginx: dict, has_ipv6: bool) -> list[str]:
 
 def check_nginx(sentry: dict) -> None:
     nginx = sentry["nginx"]
-    if nginx["tls"]["enabled"] and not (nginx["tls"]["cert"] and nginx["tls"]["key"]):
-        raise PillarError("sentry:nginx:tls:enabled needs sentry:nginx:tls:cert and sentry:nginx:tls:key")
-    hsts = nginx["tls"]["hsts_seconds"]
-    if not whole(hsts) or hsts < 0:
-        raise PillarError(f"sentry:nginx:tls:hsts_seconds must be whole seconds, 0 or more, got {show(hsts)}")
+    check_tls("sentry:nginx:tls", nginx["tls"])
     check_size("sentry:nginx:client_max_body_size", nginx["client_max_body_size"])
     cache = nginx["cache"]
     if not whole(cache["seconds"]) or cache["seconds"] < 1:
@@ -432,13 +436,8 @@ def check_front(front: dict) -> None:
 
 
 def check_front_tls(front: dict, file_exists: Callable[[str], bool]) -> None:
-    tls, nodes_tls = front["tls"], front["nodes_tls"]
-    if tls["enabled"] and not (tls["cert"] and tls["key"]):
-        raise PillarError("sentry:front:tls:enabled needs sentry:front:tls:cert and sentry:front:tls:key")
-    if not whole(tls["hsts_seconds"]) or tls["hsts_seconds"] < 0:
-        raise PillarError(
-            f"sentry:front:tls:hsts_seconds must be whole seconds, 0 or more, got {show(tls['hsts_seconds'])}"
-        )
+    nodes_tls = front["nodes_tls"]
+    check_tls("sentry:front:tls", front["tls"])
     if nodes_tls["enabled"] and re.match(r"^[A-Za-z0-9.-]+$", nodes_tls["server_name"]) is None:
         raise PillarError(
             "sentry:front:nodes_tls:enabled needs sentry:front:nodes_tls:server_name, the name the nodes' "

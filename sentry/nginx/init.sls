@@ -101,7 +101,7 @@ sentry-nginx-auth-cache-key:
   cmd.run:
     - name: >-
         umask 077 && key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') &&
-        printf 'set $%s "%s";\n' {{ nginx.site | regex_replace("[^A-Za-z0-9_]", "_") }}_auth_key "$key"
+        printf 'set $%s "%s";\n' {{ auth_cache.name }}_key "$key"
         > {{ auth_cache.key_file }}.new && mv {{ auth_cache.key_file }}.new {{ auth_cache.key_file }}
     - creates: {{ auth_cache.key_file }}
     - require:
