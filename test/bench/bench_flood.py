@@ -48,6 +48,7 @@ from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION
+from support.server import devpi_profile
 from support.wheels import make_wheel
 
 SENTRY_NUMBER, FLOOD_NUMBER, READER_NUMBER = 127, 128, 129  # away from the suite and the other benchmarks
@@ -107,19 +108,6 @@ def login_statuses(host: TestHost, log: str, client: str) -> dict[str, int]:
         if found:
             counted[found.group(1)] = counted.get(found.group(1), 0) + 1
     return counted
-
-
-def devpi_profile(host: TestHost) -> None:
-    """devpi-gen-config's nginx site for this server on DEVPI_PORT, logging to a file of its own."""
-    host.sh(
-        "rm -rf /tmp/devpi-gen && mkdir /tmp/devpi-gen && cd /tmp/devpi-gen && LOGNAME=sentry "
-        f"/opt/virtualenvs/sentry/bin/devpi-gen-config --serverdir /var/lib/sentry/data --port {SERVER_PORT} "
-        ">/dev/null"
-    )
-    site = host.path("/tmp/devpi-gen/gen-config/nginx-devpi.conf").read_text()
-    site = re.sub(r"listen \d+;", f"listen {DEVPI_PORT};\n    access_log /var/log/nginx/devpi-profile.log;", site)
-    host.path("/etc/nginx/sites-enabled/devpi-profile.conf").write_text(site)
-    host.sh("nginx -t -q && nginx -s reload")
 
 
 def pillar(deb: Path, reader: str, **auth) -> dict:
@@ -256,7 +244,14 @@ def main() -> int:
             host.path("/tmp").joinpath(wheel.name).write_bytes(wheel.read_bytes())
             sentry_client(host, "upload", f"/tmp/{wheel.name}")
         if not args.lockdown_only:
-            devpi_profile(host)
+            log = f"listen {DEVPI_PORT};\n    access_log /var/log/nginx/devpi-profile.log;"
+            devpi_profile(
+                host,
+                "nginx-devpi.conf",
+                SERVER_PORT,
+                DEVPI_PORT,
+                lambda site: site.replace(f"listen {DEVPI_PORT};", log),
+            )
             flood_table(host, flooder, reader, args.seconds)
         lockdown_table(host, salt, deb, reader, args.seconds)
     return 0

@@ -47,6 +47,7 @@ from support.host_roots import new_host
 from support.hosts import TestHost, host_address
 from support.masterless import MasterlessSalt
 from support.paths import DEFAULT_VERSION
+from support.server import devpi_profile
 from support.upstream import SIMPLE_JSON, Upstream, upstream_wheels
 
 UPSTREAM_NUMBER, SENTRY_NUMBER = 125, 126  # away from the suite (1-60) and the other benchmarks
@@ -83,18 +84,15 @@ def ab(host: TestHost, url: str, seconds: int, clients: int, accept: str) -> Loa
     return Load(number(r"^Requests per second:\s+([\d.]+)"), int(number(r"^\s+99%\s+(\d+)")), int(errors))
 
 
-def devpi_profile(host: TestHost) -> None:
+def caching_profile(host: TestHost) -> None:
     """devpi-gen-config's caching nginx site for this server, on DEVPI_PORT with a cache folder of its own."""
-    host.sh(
-        "rm -rf /tmp/devpi-gen && mkdir /tmp/devpi-gen && cd /tmp/devpi-gen && LOGNAME=sentry "
-        f"/opt/virtualenvs/sentry/bin/devpi-gen-config --serverdir /var/lib/sentry/data --port {SERVER_PORT} "
-        ">/dev/null"
+    devpi_profile(
+        host,
+        "nginx-devpi-caching.conf",
+        SERVER_PORT,
+        DEVPI_PORT,
+        lambda site: site.replace("proxy_cache_path /var/cache/nginx ", "proxy_cache_path /var/cache/devpi-profile "),
     )
-    site = host.path("/tmp/devpi-gen/gen-config/nginx-devpi-caching.conf").read_text()
-    site = re.sub(r"listen \d+;", f"listen {DEVPI_PORT};", site)
-    site = site.replace("proxy_cache_path /var/cache/nginx ", "proxy_cache_path /var/cache/devpi-profile ")
-    host.path("/etc/nginx/sites-enabled/devpi-profile.conf").write_text(site)
-    host.sh("nginx -t -q && nginx -s reload")
 
 
 def print_row(row: str, loads: dict[str, Load]) -> None:
@@ -135,7 +133,7 @@ def main() -> int:
             applied = salt.apply(sls)
             if not applied.succeeded:
                 raise SystemExit(f"{sls} failed: {applied.failed or applied.errors}")
-        devpi_profile(host)
+        caching_profile(host)
         page = host.run(["curl", "-fsS", f"http://127.0.0.1{PAGE}"]).stdout
         (relative,) = re.findall(r'href="\.\./\.\./(\+f/[^"#]+)', page)[:1]
         file_path = f"/root/pypi/{relative}"

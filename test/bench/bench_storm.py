@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_front import devpi_profile
+from bench_front import caching_profile
 from support.client import PIP_VENV
 from support.cluster import no_route_out
 from support.debs import build_deb
@@ -132,7 +132,7 @@ def main() -> int:
                 )
                 if not applied.succeeded:
                     raise SystemExit(f"{name}: {applied.failed or applied.errors}")
-            devpi_profile(hosts["master"])
+            caching_profile(hosts["master"])
             client = hosts["client"]
             client.sh(f"test -x {PIP_VENV}/bin/pip || /usr/bin/python3 -m venv {PIP_VENV}")
 

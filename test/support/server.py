@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
+from collections.abc import Callable
 
 from support.hosts import TestHost
 
@@ -20,6 +22,22 @@ def wait_for_step(host: TestHost, trail: str, step: str, timeout: float = 300) -
             pass  # not begun yet, or being rewritten
         time.sleep(0.05)
     raise AssertionError(f"the upgrade never reached step {step!r} within {timeout}s")
+
+
+def devpi_profile(
+    host: TestHost, file_name: str, server_port: int, port: int, edit: Callable[[str], str] = lambda site: site
+) -> None:
+    """An nginx site as devpi-gen-config writes it (``file_name``: nginx-devpi.conf, nginx-devpi-caching.conf) for
+    the deployed server, on ``port`` and changed by ``edit``, enabled in ``host``'s nginx: the benchmarks' anchor."""
+    host.sh(
+        "rm -rf /tmp/devpi-gen && mkdir /tmp/devpi-gen && cd /tmp/devpi-gen && LOGNAME=sentry "
+        f"/opt/virtualenvs/sentry/bin/devpi-gen-config --serverdir /var/lib/sentry/data --port {server_port} "
+        ">/dev/null"
+    )
+    site = host.path(f"/tmp/devpi-gen/gen-config/{file_name}").read_text()
+    site = edit(re.sub(r"listen \d+;", f"listen {port};", site))
+    host.path("/etc/nginx/sites-enabled/devpi-profile.conf").write_text(site)
+    host.sh("nginx -t -q && nginx -s reload")
 
 
 def rewrite_uuid(host: TestHost, nodeinfo: str, uuid: str) -> None:
