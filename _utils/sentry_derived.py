@@ -33,7 +33,8 @@ def size_in_bytes(size: str) -> int:
 
 
 def environment_of(sentry: dict, ca_file: str) -> dict[str, str]:
-    """The server's (and its watcher's) environment: CA file, proxies and what bypasses them."""
+    """The server's (and its watcher's) environment: CA file, proxies and what bypasses them, the count of failed
+    credentials."""
     mirror, server = sentry["mirror"], sentry["server"]
     environment = {"HOME": sentry["user"]["home"], "LANG": "C.UTF-8"}
     if ca_file:
@@ -49,6 +50,10 @@ def environment_of(sentry: dict, ca_file: str) -> dict[str, str]:
         if mirror["http_proxy"]:
             environment["HTTP_PROXY"] = mirror["http_proxy"]
         environment["NO_PROXY"] = ",".join(dict.fromkeys(no_proxy))  # each once, first place kept
+    failed = sentry["auth"]["failed_credentials"]
+    if failed["limit"]:  # read by the deb's plugin (sentry_commands/failed_credentials.py)
+        counted = (failed["limit"], failed["window_seconds"], failed["ban_seconds"])
+        environment["SENTRY_FAILED_CREDENTIALS"] = "/".join(str(number) for number in counted)
     return environment
 
 

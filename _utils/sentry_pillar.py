@@ -468,6 +468,16 @@ def check_lockdown(auth: dict) -> None:
     seconds = auth["lockdown_cache_seconds"]
     if not whole(seconds) or seconds < 0:
         raise PillarError(f"sentry:auth:lockdown_cache_seconds must be whole seconds, 0 or more, got {show(seconds)}")
+    failed = auth["failed_credentials"]
+    if not whole(failed["limit"]) or failed["limit"] < 0:
+        raise PillarError(
+            f"sentry:auth:failed_credentials:limit must be a whole number, 0 or more, got {show(failed['limit'])}"
+        )
+    for key in ("window_seconds", "ban_seconds"):
+        if not whole(failed[key]) or failed[key] < 1:
+            raise PillarError(
+                f"sentry:auth:failed_credentials:{key} must be whole seconds, 1 or more, got {show(failed[key])}"
+            )
 
 
 def check_ldap(ldap: dict) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -280,6 +281,7 @@ def test_reapply_changes_nothing(exposed):
 
 # sentry:nginx:limits (issue 28). Last in the module: the login limit of this test's address outlasts a test.
 BOGUS_AUTH = {"X-Devpi-Auth": base64.b64encode(b"nobody:not-a-token").decode(), "Accept": "application/json"}
+WRONG_PASSWORD = "not-the-password"
 SMALL_LIMITS = {"credentials_rate": "1r/s", "credentials_burst": 4}
 
 
@@ -340,6 +342,79 @@ def test_the_front_limits_its_clients_too(exposed):
     finally:
         exposed.apply(with_front, "sentry.front.clean")
         exposed.salt.set_pillar(pillar(exposed.deb))
+
+
+def counted_pillar(exposed, lockdown: bool = False) -> dict:
+    """Failed credentials counted strictly, this process a trusted proxy naming its clients, 192.0.2.7 exempt."""
+    counted = pillar(exposed.deb, limits={"trusted_proxies": [BRIDGE_ADDRESS], "exempt": ["192.0.2.7"]})
+    counted["sentry"]["auth"] = {
+        "lockdown": lockdown,
+        "failed_credentials": {"limit": 4, "window_seconds": 60, "ban_seconds": 8},
+    }
+    return counted
+
+
+def logins_as(client: str, count: int, password: str = WRONG_PASSWORD) -> tuple[list[int], set[str]]:
+    """``count`` root logins one after another from ``client`` (X-Forwarded-For): statuses, Retry-After of 429s."""
+    statuses, retry_after = [], set()
+    body = json.dumps({"user": "root", "password": password}).encode()
+    for _ in range(count):
+        request = urllib.request.Request(
+            f"http://{ADDRESS}/+login",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json", "X-Forwarded-For": client},
+        )
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=30) as answer:
+                statuses.append(answer.status)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+            if error.code == 429:
+                retry_after.add(error.headers["Retry-After"])
+                assert b"too many failed logins" in error.read()
+    return statuses, retry_after
+
+
+def test_an_address_with_too_many_failed_logins_is_refused_for_a_while_even_with_the_right_password(exposed):
+    try:
+        exposed.apply(counted_pillar(exposed))
+        statuses, retry_after = logins_as("192.0.2.50", 6)
+        assert statuses == [401, 401, 401, 401, 429, 429], statuses  # the server's count, not nginx's limit
+        assert len(retry_after) == 1 and 1 <= int(retry_after.pop()) <= 8
+        assert logins_as("192.0.2.50", 1, ROOT_PASSWORD)[0] == [429]
+        assert logins_as("192.0.2.51", 1, ROOT_PASSWORD)[0] == [200]  # another client: never
+        assert logins_as("192.0.2.7", 6)[0] == [401] * 6  # exempt: never counted
+        assert log_in(exposed.host, "http://127.0.0.1", "root", ROOT_PASSWORD)[0] == 200  # loopback: never
+        log = exposed.host.path("/var/log/sentry/sentry-server.log").read_text()
+        assert "192.0.2.50 refused for 8 s: 4 failed logins within 60 s" in log
+        time.sleep(9)
+        assert logins_as("192.0.2.50", 1, ROOT_PASSWORD)[0] == [200]  # the refusal is over
+    finally:
+        exposed.apply(pillar(exposed.deb))
+
+
+def test_under_lockdown_wrong_credentials_count_too_and_nginx_answers_429(exposed):
+    """Wrong Basic credentials on a read cost a check through /+authcheck; once refused, nginx answers 429 with
+    the server's Retry-After, not a 401 challenge."""
+    try:
+        exposed.apply(counted_pillar(exposed, lockdown=True))
+        wrong = base64.b64encode(b"root:not-the-password").decode()
+        statuses = [
+            outside("/root/pypi/+simple/", Authorization=f"Basic {wrong}", **{"X-Forwarded-For": "192.0.2.60"})[0]
+            for _ in range(5)
+        ]
+        assert statuses == [401, 401, 401, 401, 429], statuses
+        request = urllib.request.Request(
+            f"http://{ADDRESS}/root/pypi/+simple/",
+            headers={"Authorization": f"Basic {wrong}", "X-Forwarded-For": "192.0.2.60"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=30)
+        assert refused.value.code == 429 and 1 <= int(refused.value.headers["Retry-After"]) <= 8
+        assert b"too many failed logins" in refused.value.read()
+    finally:
+        exposed.apply(pillar(exposed.deb))
 
 
 def test_the_front_serves_https_and_reaches_tls_nodes_over_tls(exposed):

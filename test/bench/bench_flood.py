@@ -13,7 +13,10 @@ the reader alone (4 clients reading alice/dev's simple page), then the
 reader while 60 clients POST a wrong root password to /+login. Prints the
 reader's p50 and p99, its reads and failures, and what the flood got:
 answers the server gave (401: a password hash each) and answers nginx gave
-itself (429), from nginx's access log.
+itself (429), from nginx's access log. On a machine with two CPUs or more the
+flooder gets CPUs of its own (sched affinity) and the sentry host and the
+reader the others: on the test bridge the flood's load generator would
+otherwise take the server's CPU, which an attacker elsewhere cannot.
 
 Lockdown table: alice/dev's simple page and its release file, 10 clients
 for --seconds each, the reader's address in nginx:limits:exempt (a CI
@@ -23,7 +26,7 @@ the formula's default, and a devpi token. Prints requests per second and the
 ratio to lockdown off, and the seconds a pip install of 20 projects takes with the
 password (lockdown off, asked every time, the default). Asserts nothing.
 
-    .venv/bin/python test/bench/bench_flood.py [--seconds 15] [--lockdown-only]
+    .venv/bin/python test/bench/bench_flood.py [--seconds 15] [--lockdown-only | --flood-only]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -59,6 +63,41 @@ FLOODERS, READERS, LOCKDOWN_CLIENTS = 60, 4, 10
 PIP_PROJECTS = 20
 
 
+@dataclass(frozen=True)
+class CpuSplit:
+    """CPUs the flood's generator runs on, and CPUs for everything else (the sentry host, the reader)."""
+
+    flood: str = ""
+    rest: str = ""
+
+    @classmethod
+    def of_this_machine(cls) -> CpuSplit:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls()
+        half = len(cpus) // 2
+        return cls(",".join(map(str, cpus[half:])), ",".join(map(str, cpus[:half])))
+
+    def pinned(self, cpus: str, argv: list[str]) -> list[str]:
+        return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+    def pin_host(self, host: TestHost) -> None:
+        """Every process in ``host``'s PID namespace onto ``rest``; their children inherit it."""
+        if not self.rest:
+            return
+        namespace = os.readlink(f"/proc/{host.init_pid}/ns/pid")
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and os.readlink(entry / "ns/pid") == namespace:
+                    argv = ["taskset", "-a", "-c", "-p", self.rest, entry.name]
+                    subprocess.run(argv, check=False, capture_output=True)
+            except OSError:
+                continue  # gone meanwhile
+
+
+SPLIT = CpuSplit.of_this_machine()
+
+
 @dataclass
 class Reads:
     p50_ms: int
@@ -68,11 +107,12 @@ class Reads:
     per_second: float
 
 
-def ab(host: TestHost, url: str, seconds: int, clients: int, *options: str) -> Reads:
-    """ApacheBench against ``url`` from ``host``'s network namespace."""
+def ab(host: TestHost, url: str, seconds: int, clients: int, *options: str, cpus: str = "") -> Reads:
+    """ApacheBench against ``url`` from ``host``'s network namespace, on ``cpus`` if given."""
     argv = ["nsenter", "--target", str(host.init_pid), "--net", "ab", "-q", "-s", "60", "-c", str(clients)]
     argv += ["-t", str(seconds), "-n", "100000000", *options, url]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 180).stdout
+    timeout = seconds + 180
+    out = subprocess.run(SPLIT.pinned(cpus, argv), capture_output=True, text=True, check=True, timeout=timeout).stdout
 
     def number(pattern: str) -> float:
         found = re.search(pattern, out, re.MULTILINE)
@@ -94,7 +134,7 @@ def flood(host: TestHost, url: str, seconds: int) -> subprocess.Popen:
     body.write_text(json.dumps({"user": "root", "password": "not-the-root-password"}))
     argv = ["nsenter", "--target", str(host.init_pid), "--net", "ab", "-q", "-s", "60", "-c", str(FLOODERS)]
     argv += ["-t", str(seconds), "-n", "100000000", "-p", str(body), "-T", "application/json", url]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(SPLIT.pinned(SPLIT.flood, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def login_statuses(host: TestHost, log: str, client: str) -> dict[str, int]:
@@ -133,18 +173,20 @@ def flood_table(host: TestHost, flooder: TestHost, reader: TestHost, seconds: in
         "sentry's node": (flooder, reader, host.address, "/var/log/nginx/access.log"),
         "sentry's front": (flooder, reader, f"{host.address}:{FRONT_PORT}", "/var/log/nginx/access.log"),
     }
+    SPLIT.pin_host(host)
+    cpus = f"the flood on CPUs {SPLIT.flood}, the rest on {SPLIT.rest}" if SPLIT.flood else "one CPU, shared"
     print(f"\nreads of {PAGE} by {READERS} clients, {seconds} s a phase; flood: {FLOODERS} clients POSTing")
     print("a wrong root password to /+login. server: logins the server answered (a hash each; devpi's own")
-    print("nginx gets the login page, 200, for a POST without Accept), 429: answered by nginx alone\n")
+    print(f"nginx gets the login page, 200, for a POST without Accept), 429: answered by nginx alone; {cpus}\n")
     print(f"{'way in':24} {'flood':6} {'p50 ms':>7} {'p99 ms':>7} {'reads':>7} {'failed':>7} {'server':>7} {'429':>6}")
     for way, (flood_from, read_from, where, log) in ways.items():
-        quiet = ab(read_from, f"http://{where}{PAGE}", seconds, READERS)
+        quiet = ab(read_from, f"http://{where}{PAGE}", seconds, READERS, cpus=SPLIT.rest)
         print(f"{way:24} {'none':6} {quiet.p50_ms:7d} {quiet.p99_ms:7d} {quiet.complete:7d} {quiet.failed:7d}")
         if log:
             host.path(log).write_text("")
             host.sh("nginx -s reopen")
         flooding = flood(flood_from, f"http://{where}/+login", seconds + 5)
-        loaded = ab(read_from, f"http://{where}{PAGE}", seconds, READERS)
+        loaded = ab(read_from, f"http://{where}{PAGE}", seconds, READERS, cpus=SPLIT.rest)
         flooding.wait(timeout=seconds + 240)
         counted = login_statuses(host, log, flood_from.address) if log else {}
         if log and not counted:
@@ -220,7 +262,9 @@ class BenchSalt(MasterlessSalt):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--lockdown-only", action="store_true", help="the lockdown table alone")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--lockdown-only", action="store_true", help="the lockdown table alone")
+    only.add_argument("--flood-only", action="store_true", help="the flood table alone")
     args = parser.parse_args()
     if not shutil.which("ab"):
         raise SystemExit("ab not found: script/bootstrap test installs apache2-utils")
@@ -253,7 +297,8 @@ def main() -> int:
                 lambda site: site.replace(f"listen {DEVPI_PORT};", log),
             )
             flood_table(host, flooder, reader, args.seconds)
-        lockdown_table(host, salt, deb, reader, args.seconds)
+        if not args.flood_only:
+            lockdown_table(host, salt, deb, reader, args.seconds)
     return 0
 
 

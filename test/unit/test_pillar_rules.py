@@ -59,6 +59,16 @@ def settings(pillar: dict, has_ipv6: bool = True, **kwargs) -> dict:
         ({"nginx": {"limits": {"exempt": ["ci-runners"]}}}, "sentry:nginx:limits:exempt: each is an IP address"),
         ({"nginx": {"limits": {"trusted_proxies": "10.0.0.1"}}}, "sentry:nginx:limits:trusted_proxies must be a list"),
         ({"auth": {"lockdown_cache_seconds": -5}}, "sentry:auth:lockdown_cache_seconds must be whole seconds"),
+        ({"auth": {"failed_credentials": {"limit": -1}}}, "sentry:auth:failed_credentials:limit must be a whole"),
+        ({"auth": {"failed_credentials": {"limit": "30"}}}, "sentry:auth:failed_credentials:limit must be a number"),
+        (
+            {"auth": {"failed_credentials": {"window_seconds": 0}}},
+            "sentry:auth:failed_credentials:window_seconds must be whole seconds, 1 or more",
+        ),
+        (
+            {"auth": {"failed_credentials": {"ban_seconds": 1.5}}},
+            "sentry:auth:failed_credentials:ban_seconds must be whole seconds",
+        ),
         (
             {"front": {"tls": {"enabled": True, "cert": "/c.pem"}}},
             "sentry:front:tls:enabled needs sentry:front:tls:cert",
@@ -173,7 +183,11 @@ def test_defaults_alone_derive_the_server_and_its_files():
     }
     assert derived["sources"]["nginx-site.conf.jinja"] == ["salt://sentry/files/default/nginx-site.conf.jinja"]
     assert derived["page_cache"]["enabled"] and derived["page_cache"]["paths"] == "^/(root/pypi)/\\+simple/"
-    assert derived["environment"] == {"HOME": "/var/lib/sentry", "LANG": "C.UTF-8"}
+    assert derived["environment"] == {
+        "HOME": "/var/lib/sentry",
+        "LANG": "C.UTF-8",
+        "SENTRY_FAILED_CREDENTIALS": "30/600/600",  # limit/window/ban, for the deb's plugin
+    }
 
 
 def test_no_ipv6_listens_on_ipv4_alone_and_refuses_ipv6_only():

@@ -1,4 +1,5 @@
-"""sentry's own devpi-server plugin: LDAP logins that fail, rather than hang, while the directory is down.
+"""sentry's own devpi-server plugin: failed credentials counted per address (failed_credentials.py), and LDAP
+logins that fail, rather than hang, while the directory is down.
 
 devpi-ldap 2.2.0 builds an ldap3 server pool that looks for a live server
 forever, with no connect timeout: while the directory is down every LDAP
@@ -53,3 +54,12 @@ def devpiserver_auth_request(username):
     except AuthException as exc:
         threadlog.error("LDAP login of %r failed, the directory does not answer: %s", username, exc)
         return None  # as if LDAP did not know the user: local users still log in, others are refused
+
+
+@hookimpl
+def devpiserver_pyramid_configure(config, pyramid_config):
+    """Failed credentials counted per client address, above all of devpi-server's tweens: a refused address
+    costs no check."""
+    from pyramid.tweens import INGRESS
+
+    pyramid_config.add_tween("sentry_commands.failed_credentials.tween_factory", under=INGRESS)
