@@ -264,7 +264,7 @@ def export(
     started = time.monotonic()
     config = _settings(instance)
     serverdir = serverdir or config["serverdir"]
-    dest = dest or __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "export")
+    dest = dest or __utils__["sentry_backups.new_path"](serverdir, "export")
     if os.path.abspath(dest).startswith(os.path.abspath(serverdir) + os.sep):
         raise CommandExecutionError(f"export destination {dest} lies inside the serverdir {serverdir}; choose another")
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
@@ -336,7 +336,7 @@ def import_(
     backup = None
     try:
         if occupied:
-            backup = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "backup")
+            backup = __utils__["sentry_backups.new_path"](serverdir, "backup")
             if owned:
                 __utils__["sentry_journal.update"](serverdir, backup=backup)  # before the move: a crash finds it
             __utils__["sentry_backups.move_aside"](serverdir, "backup", backup)
@@ -405,9 +405,34 @@ def backups(instance: str | None = None) -> dict[str, list[str]]:
 
         salt '*' sentry_data.backups
     """
-    found = __utils__["sentry_backups.listing"](_settings(instance)["backup_dir"])
-    found["export"] = [path for path in found["export"] if not path.endswith(INCOMPLETE)]
-    return found
+    return __utils__["sentry_backups.listing"](_settings(instance)["serverdir"])
+
+
+def prunable(keep: int, instance: str | None = None) -> list[str]:
+    """
+    What ``sentry.prune_backups`` removes: of each kind of the instance's
+    backups, all but the newest ``keep`` (never the newest), and never one
+    that the trail of an operation (``<serverdir>.operation.json``) names.
+    Refuses while that trail cannot be read. Removes nothing itself.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sentry_data.prunable 2
+    """
+    serverdir = _settings(instance)["serverdir"]
+    trail = __utils__["sentry_journal.read"](serverdir) or {}
+    if "unreadable" in trail:
+        raise CommandExecutionError(
+            f"{trail['trail']} cannot be read ({trail['unreadable']}): it may name a backup an interrupted "
+            "operation needs; nothing is pruned until sentry_data.recover has mended the instance"
+        )
+    named = {os.path.abspath(value) for value in trail.values() if isinstance(value, str) and value.startswith("/")}
+    gone = []
+    for _kind, paths in sorted(backups(instance).items()):
+        gone += [path for path in __utils__["sentry_backups.beyond"](paths, keep) if path not in named]
+    return gone
 
 
 def recover(instance: str | None = None) -> dict:

@@ -144,7 +144,7 @@ def _put_back_data(journal: dict, serverdir: str) -> list[str]:
     if journal.get("snapshot") and os.path.isdir(__utils__["sentry_snapshot.scratch_path"](journal["snapshot"])):
         unfinished.append(__utils__["sentry_snapshot.scratch_path"](journal["snapshot"]))
     for scratch in unfinished:
-        failed = __utils__["sentry_backups.new_path"](os.path.dirname(os.path.abspath(serverdir)), "failed")
+        failed = __utils__["sentry_backups.new_path"](serverdir, "failed")
         os.rename(scratch, failed)
         done.append(f"what the interrupted {journal.get('operation', 'operation')} had written is in {failed}")
     return done

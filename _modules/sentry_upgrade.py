@@ -130,7 +130,7 @@ def _stop_nginx_at_once(service: str) -> None:
 
 def _move_data_aside(attempt, config: dict) -> None:
     """To ``_data-backup-<timestamp>``, named in the journal before it moves."""
-    attempt.mark(backup=__utils__["sentry_backups.new_path"](config["backup_dir"], "backup"))
+    attempt.mark(backup=__utils__["sentry_backups.new_path"](config["serverdir"], "backup"))
     __utils__["sentry_backups.move_aside"](config["serverdir"], "backup", attempt.changed["backup"])
 
 
@@ -296,7 +296,7 @@ def _in_place_actions(config: dict, version: str, check: Callable[[], dict]) -> 
     called back from a _utils module, a lambda sees that loader's dunders, where __utils__ is missing."""
     new_path, take = __utils__["sentry_backups.new_path"], __utils__["sentry_snapshot.take"]
     return {
-        "new_path": lambda: new_path(config["backup_dir"], "backup"),
+        "new_path": lambda: new_path(config["serverdir"], "backup"),
         "snapshot": lambda path: take(config["serverdir"], path),
         "install": lambda: _install(config["package"], version, refresh=False),
         "start": lambda: _start(config),

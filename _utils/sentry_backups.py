@@ -7,19 +7,30 @@ as ``__utils__["sentry_backups.move_aside"]`` and friends. Nothing here deletes.
 from __future__ import annotations
 
 import os
+import re
 import time
 
-# prefix + timestamp, in the serverdir's parent directory
-KINDS = {"backup": "_data-backup-", "failed": "_data-failed-", "export": "export-"}
+# prefix + timestamp, in the serverdir's parent directory, which instances may share: the prefix names the
+# serverdir. The default serverdir (.../data) keeps the names of earlier releases.
+KINDS = {"backup": "_{name}-backup-", "failed": "_{name}-failed-", "export": "export-{name}-"}
+STAMPED = re.compile(r"[0-9]{8}-[0-9]{6}(?:-1)*")
+
+
+def prefix(serverdir: str, kind: str) -> str:
+    """The name of ``kind`` (see KINDS) beside ``serverdir``, up to its timestamp."""
+    name = os.path.basename(os.path.abspath(serverdir).rstrip("/"))
+    if kind == "export" and name == "data":
+        return "export-"
+    return KINDS[kind].format(name=name)
 
 
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def new_path(directory: str, kind: str) -> str:
-    """A path in ``directory`` for a new ``kind`` (see KINDS) that does not exist yet."""
-    return new_named(directory, KINDS[kind])
+def new_path(serverdir: str, kind: str) -> str:
+    """A path beside ``serverdir`` for a new ``kind`` (see KINDS) that does not exist yet."""
+    return new_named(os.path.dirname(os.path.abspath(serverdir)), prefix(serverdir, kind))
 
 
 def new_named(directory: str, prefix: str) -> str:
@@ -33,7 +44,7 @@ def new_named(directory: str, prefix: str) -> str:
 def move_aside(serverdir: str, kind: str, aside: str | None = None) -> str:
     """Rename ``serverdir`` to ``aside`` (default: a new ``kind`` path beside it) and leave an empty one
     (same owner, mode). Returns where the data went."""
-    aside = aside or new_path(os.path.dirname(os.path.abspath(serverdir)), kind)
+    aside = aside or new_path(serverdir, kind)
     stat = os.stat(serverdir)
     os.rename(serverdir, aside)
     os.mkdir(serverdir, stat.st_mode & 0o7777)
@@ -84,9 +95,17 @@ def named(directory: str, prefix: str) -> list[str]:
     ]
 
 
-def listing(directory: str) -> dict[str, list[str]]:
-    """The paths of each kind in ``directory``, newest first (the names end in a timestamp)."""
-    return {kind: named(directory, prefix) for kind, prefix in KINDS.items()}
+def listing(serverdir: str) -> dict[str, list[str]]:
+    """The paths of each kind beside ``serverdir`` that are its own, newest first: a prefix followed by a
+    timestamp alone (not another instance's whose name extends it, not an export still being written)."""
+    directory = os.path.dirname(os.path.abspath(serverdir))
+    found = {}
+    for kind in KINDS:
+        start = prefix(serverdir, kind)
+        found[kind] = [
+            path for path in named(directory, start) if STAMPED.fullmatch(os.path.basename(path)[len(start) :])
+        ]
+    return found
 
 
 def beyond(paths: list[str], keep: int) -> list[str]:
