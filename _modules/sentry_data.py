@@ -396,8 +396,8 @@ def backups(instance: str | None = None) -> dict[str, list[str]]:
     """
     What upgrades, imports and exports left beside the instance's serverdir,
     by kind (``backup``: data moved aside, ``failed``: data of a failed
-    attempt, ``export``), newest first. sentry.prune_backups removes the older
-    ones.
+    attempt, ``export``, ``incomplete``: snapshots a killed upgrade never
+    finished), newest first. sentry.prune_backups removes the older ones.
 
     CLI Example:
 
@@ -412,8 +412,9 @@ def prunable(keep: int, instance: str | None = None) -> list[str]:
     """
     What ``sentry.prune_backups`` removes: of each kind of the instance's
     backups, all but the newest ``keep`` (never the newest), and never one
-    that the trail of an operation (``<serverdir>.operation.json``) names.
-    Refuses while that trail cannot be read. Removes nothing itself.
+    that the trail of an operation (``<serverdir>.operation.json``) names;
+    unfinished snapshots, all, while there is no trail. Refuses while that
+    trail cannot be read. Removes nothing itself.
 
     CLI Example:
 
@@ -430,7 +431,10 @@ def prunable(keep: int, instance: str | None = None) -> list[str]:
         )
     named = {os.path.abspath(value) for value in trail.values() if isinstance(value, str) and value.startswith("/")}
     gone = []
-    for _kind, paths in sorted(backups(instance).items()):
+    for kind, paths in sorted(backups(instance).items()):
+        if kind == "incomplete":  # unfinished snapshots, all of them, unless an operation may be making one
+            gone += [] if trail else paths
+            continue
         gone += [path for path in __utils__["sentry_backups.beyond"](paths, keep) if path not in named]
     return gone
 

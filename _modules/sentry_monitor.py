@@ -102,6 +102,7 @@ def _assess(config: dict, status: dict | None, error: str | None, found: dict) -
         expected_role=expected,
         disk=_disk(config["serverdir"]),
         records=found,
+        unfinished=__utils__["sentry_backups.incomplete"](config["serverdir"]),
     )
 
 
@@ -113,7 +114,8 @@ def health(instance: str | None = None) -> dict:
     behind it (serials, seconds) or has replication errors; event processing
     (devpi-web's search index) is out of sync; little free disk under the
     serverdir; the last backup or restore drill failed, is too old, or is
-    missing where backups are enabled. Thresholds: pillar
+    missing where backups are enabled; unfinished snapshots left by a killed
+    upgrade. Thresholds: pillar
     ``sentry:monitor:health``. salt-call exits 0 for ok, 1 for warn, 2 for fatal.
 
     CLI Example:

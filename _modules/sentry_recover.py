@@ -18,6 +18,7 @@ module.
 from __future__ import annotations
 
 import os
+import shutil
 
 from salt.exceptions import CommandExecutionError
 
@@ -39,8 +40,9 @@ def recover(instance: str | None = None) -> dict:
     the data it moved aside comes back (what stood in its place goes to
     ``_data-failed-<timestamp>``), the package version it started from is
     reinstalled, the server and nginx are started again. An upgrade that had
-    passed its health check is completed instead. Nothing is deleted. Without
-    a trail, nothing to do. Also answers as ``sentry_data.recover``.
+    passed its health check is completed instead. No data is deleted: only
+    unfinished snapshots (links and copies of the serverdir), also without a
+    trail. Also answers as ``sentry_data.recover``.
 
     CLI Example:
 
@@ -53,7 +55,8 @@ def recover(instance: str | None = None) -> dict:
     serverdir, program = config["serverdir"], config["program"]
     journal = __utils__["sentry_journal.read"](serverdir)
     if journal is None:
-        return {"recovered": False, "comment": f"no interrupted operation on {serverdir}"}
+        removed = _remove_unfinished_snapshots(serverdir)
+        return {"recovered": False, "comment": f"no interrupted operation on {serverdir}", "done": removed}
     if journal.get("unreadable"):  # never discarded: it is the only pointer to where the data went
         raise CommandExecutionError(f"{serverdir}: {__utils__['sentry_journal.describe'](journal)}")
     if __utils__["sentry_journal.alive"](journal):
@@ -137,14 +140,20 @@ def _put_back_data(journal: dict, serverdir: str) -> list[str]:
     if backup and os.path.isdir(backup):
         failed = __utils__["sentry_backups.put_back"](serverdir, backup)
         done.append(f"the data is back in {serverdir}" + (f"; what stood there is in {failed}" if failed else ""))
-    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir, and a
-    # killed in-place upgrade the snapshot it was making: kept where sentry_data.backups shows them, as
-    # failed attempts, and out of the way of the next one.
-    unfinished = __utils__["sentry_backups.import_scratch"](serverdir)
-    if journal.get("snapshot") and os.path.isdir(__utils__["sentry_snapshot.scratch_path"](journal["snapshot"])):
-        unfinished.append(__utils__["sentry_snapshot.scratch_path"](journal["snapshot"]))
-    for scratch in unfinished:
+    # A killed import leaves what it had written in its scratch dir, hidden beside the serverdir: kept where
+    # sentry_data.backups shows it, as a failed attempt, and out of the way of the next one.
+    for scratch in __utils__["sentry_backups.import_scratch"](serverdir):
         failed = __utils__["sentry_backups.new_path"](serverdir, "failed")
         os.rename(scratch, failed)
         done.append(f"what the interrupted {journal.get('operation', 'operation')} had written is in {failed}")
+    return done + _remove_unfinished_snapshots(serverdir)
+
+
+def _remove_unfinished_snapshots(serverdir: str) -> list[str]:
+    """A killed in-place upgrade leaves the snapshot it was making: links to and copies of the serverdir,
+    which hold nothing the serverdir does not, but keep deleted release files on disk. Removed."""
+    done = []
+    for unfinished in __utils__["sentry_backups.incomplete"](serverdir):
+        shutil.rmtree(unfinished)
+        done.append(f"the unfinished snapshot {unfinished} is removed (links and copies of {serverdir})")
     return done

@@ -262,6 +262,8 @@ def master(
 
 def _link_release_files(attempt, config: dict) -> None:
     attempt.step("link release files")
+    for unfinished in __utils__["sentry_backups.incomplete"](config["serverdir"]):
+        shutil.rmtree(unfinished)  # a killed snapshot's (no trail names it, or the upgrade would refuse)
     __utils__["sentry_snapshot.prepare"](config["serverdir"], config["backup_dir"])
 
 

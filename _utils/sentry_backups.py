@@ -95,9 +95,22 @@ def named(directory: str, prefix: str) -> list[str]:
     ]
 
 
+def incomplete(serverdir: str) -> list[str]:
+    """Snapshots of ``serverdir`` that never completed (their maker was killed), newest first: hidden
+    ``._<name>-backup-<timestamp>.incomplete`` folders beside it (sentry_snapshot.scratch_path)."""
+    directory = os.path.dirname(os.path.abspath(serverdir))
+    start, end = "." + prefix(serverdir, "backup"), ".incomplete"
+    return [
+        path
+        for path in named(directory, start)
+        if path.endswith(end) and STAMPED.fullmatch(os.path.basename(path)[len(start) : -len(end)])
+    ]
+
+
 def listing(serverdir: str) -> dict[str, list[str]]:
     """The paths of each kind beside ``serverdir`` that are its own, newest first: a prefix followed by a
-    timestamp alone (not another instance's whose name extends it, not an export still being written)."""
+    timestamp alone (not another instance's whose name extends it, not an export still being written);
+    ``incomplete``: snapshots never completed."""
     directory = os.path.dirname(os.path.abspath(serverdir))
     found = {}
     for kind in KINDS:
@@ -105,6 +118,7 @@ def listing(serverdir: str) -> dict[str, list[str]]:
         found[kind] = [
             path for path in named(directory, start) if STAMPED.fullmatch(os.path.basename(path)[len(start) :])
         ]
+    found["incomplete"] = incomplete(serverdir)
     return found
 
 

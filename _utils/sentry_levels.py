@@ -170,13 +170,15 @@ def assess(
     expected_role: str | None = None,
     disk: dict | None = None,
     records: dict | None = None,
+    unfinished: list[str] | None = None,
 ) -> dict:
     """
     The health of one server: ``level`` (ok, warn, fatal), ``reasons`` (each with its level, the
     check and a message), and the facts measured (role, serial, lag, seconds since the replica
     heard from its master, ...). ``status`` is /+status's ``result``, None with ``error`` when the
     server did not answer; ``expected_role`` what the formula deployed (master, replica);
-    ``disk`` {path, free_bytes, free_percent}; ``records`` {backup: {at, ok, error}, drill: ...}.
+    ``disk`` {path, free_bytes, free_percent}; ``records`` {backup: {at, ok, error}, drill: ...};
+    ``unfinished``: snapshots a killed upgrade left (they keep deleted release files on disk).
     """
     reasons, facts = [], {}
     if status is None:
@@ -196,6 +198,16 @@ def assess(
         reasons += [event] if event else []
     disk_problem = disk_reason(disk, thresholds)
     reasons += [disk_problem] if disk_problem else []
+    if unfinished:
+        facts["unfinished_snapshots"] = len(unfinished)
+        reasons.append(
+            _reason(
+                "warn",
+                "snapshots",
+                f"{len(unfinished)} unfinished snapshot(s) hold disk space: {', '.join(unfinished)}; "
+                "sentry_data.recover removes them",
+            )
+        )
     if disk:
         facts["disk_free_percent"] = round(disk["free_percent"], 1)
     for kind in ("backup", "drill"):

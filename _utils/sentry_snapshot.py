@@ -7,8 +7,10 @@ server changes. Everything else (the sqlite database, ``.nodeinfo``,
 ``.serverversion``, devpi-web's search index) is copied for real, with owner,
 mode and times. The snapshot is made in a hidden scratch folder beside the
 serverdir and renamed to its name only once complete, so a folder under a
-``_data-backup-`` name is always whole; ``scratch`` names the leftovers of one
-that died.
+``_data-backup-`` name is always whole. One that fails is removed at once;
+one whose maker was killed is listed by ``sentry_backups.incomplete`` and
+removed by ``sentry_data.recover`` or the next in-place upgrade (links and
+copies of the serverdir: nothing is lost).
 
 Linking every release file while the server is stopped grows with their
 number, so ``prepare`` links them beforehand, while the server still serves,
@@ -36,19 +38,6 @@ def scratch_path(snapshot: str) -> str:
     """Where ``snapshot`` is made before it is renamed into place (hidden, beside it)."""
     directory, name = os.path.split(os.path.abspath(snapshot))
     return os.path.join(directory, f".{name}.incomplete")
-
-
-def scratch(directory: str) -> list[str]:
-    """Snapshots in ``directory`` that never completed (their maker died)."""
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
-    return [
-        os.path.join(directory, name)
-        for name in names
-        if name.startswith("._data-backup-") and name.endswith(".incomplete")
-    ]
 
 
 def prepared_path(directory: str) -> str:
@@ -157,8 +146,7 @@ def _fill(serverdir: str, target: str) -> dict:
 def take(serverdir: str, snapshot: str) -> dict:
     """Snapshot the (stopped) ``serverdir`` as ``snapshot``, which must not exist and must be on the same
     filesystem; what ``prepare`` linked beside it is taken over. Returns its path and the files linked
-    and copied; raises naming the cause (what it had made stays in its scratch folder, which ``scratch``
-    lists)."""
+    and copied; raises naming the cause, its scratch folder removed (links and copies: nothing lost)."""
     if os.path.exists(snapshot):
         raise CommandExecutionError(f"{snapshot} exists already: the snapshot needs a new name")
     making = scratch_path(snapshot)
@@ -168,9 +156,10 @@ def take(serverdir: str, snapshot: str) -> dict:
             os.rename(prepared, making)
         counts = _fill(serverdir, making)
     except OSError as exc:
+        shutil.rmtree(making, ignore_errors=True)  # a disk-full failure must not stay disk-full
         raise CommandExecutionError(
-            f"the snapshot of {serverdir} could not be made in {making} ({exc}); hard links need the "
-            f"serverdir and its parent folder on one filesystem"
+            f"the snapshot of {serverdir} could not be made in {making} ({exc}; the partial copy is removed); "
+            f"hard links need the serverdir and its parent folder on one filesystem"
         ) from None
     os.rename(making, snapshot)
     return {"path": snapshot, **counts}

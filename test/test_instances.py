@@ -292,7 +292,12 @@ def test_backups_are_the_instances_own(two):
     assert all(path.startswith(f"{B_ASIDE}/") for paths in listed.values() for path in paths), listed
     two.use(pillar_a(two.old))
     assert two.call("sentry_data.backups", f"instance={B_PROGRAM}") == listed
-    assert two.call("sentry_data.backups", f"instance={A_PROGRAM}") == {"backup": [], "failed": [], "export": []}
+    assert two.call("sentry_data.backups", f"instance={A_PROGRAM}") == {
+        "backup": [],
+        "failed": [],
+        "export": [],
+        "incomplete": [],
+    }
 
 
 def test_prune_backups_prunes_beside_b_and_nothing_of_a(two):

@@ -34,6 +34,7 @@ def parent(tmp_path):
         *(f"export-b-{stamp}" for stamp in (OLDER, NEWER)),
         f"_b-failed-{NEWER}",
         f"_data-backup-x-backup-{NEWEST}",  # data-backup-x's: starts with data's prefix
+        f"._b-backup-{NEWER}.incomplete",  # a snapshot whose upgrade was killed
     ]
     for name in names:
         (tmp_path / name).mkdir()
@@ -49,11 +50,13 @@ def test_each_instance_lists_its_own_backups_alone(parent):
         "backup": [f"_data-backup-{NEWEST}", f"_data-backup-{NEWER}", f"_data-backup-{OLDER}"],
         "failed": [],
         "export": [f"export-{NEWEST}", f"export-{OLDER}"],
+        "incomplete": [],
     }
     assert names(backups.listing(str(parent / "b"))) == {
         "backup": [f"_b-backup-{NEWER}", f"_b-backup-{OLDER}"],
         "failed": [f"_b-failed-{NEWER}"],
         "export": [f"export-b-{NEWER}", f"export-b-{OLDER}"],
+        "incomplete": [f"._b-backup-{NEWER}.incomplete"],
     }
     assert names(backups.listing(str(parent / "data-backup-x")))["backup"] == [f"_data-backup-x-backup-{NEWEST}"]
 
@@ -85,8 +88,12 @@ def test_prunable_keeps_the_newest_and_never_touches_another_instance(instances)
         f"_data-backup-{OLDER}",
         f"export-{OLDER}",
     ]
-    assert [os.path.basename(path) for path in data.prunable(2, "b")] == []
-    assert [os.path.basename(path) for path in data.prunable(1, "b")] == [f"_b-backup-{OLDER}", f"export-b-{OLDER}"]
+    assert [os.path.basename(path) for path in data.prunable(2, "b")] == [f"._b-backup-{NEWER}.incomplete"]
+    assert [os.path.basename(path) for path in data.prunable(1, "b")] == [
+        f"_b-backup-{OLDER}",
+        f"export-b-{OLDER}",
+        f"._b-backup-{NEWER}.incomplete",  # unfinished snapshots, all of them
+    ]
     assert data.prunable(0) == data.prunable(1)  # never the newest, whatever keep says
 
 
@@ -95,6 +102,8 @@ def test_prunable_never_lists_what_a_trail_names(instances):
     (instances / "data.operation.json").write_text(json.dumps({"operation": "upgrade", "backup": named}))
     assert named not in data.prunable(1)
     assert str(instances / f"_data-backup-{NEWER}") in data.prunable(1)
+    (instances / "b.operation.json").write_text(json.dumps({"operation": "upgrade", "step": "snapshot"}))
+    assert not any(path.endswith(".incomplete") for path in data.prunable(1, "b"))  # it may be making one
 
 
 def test_prunable_refuses_while_the_trail_cannot_be_read(instances):

@@ -284,3 +284,13 @@ def test_a_server_down_has_up_0_and_level_2_and_no_made_up_serial():
 
 def test_a_master_has_no_replica_metrics():
     assert not [name for name in rendered(assess(master())) if "replica" in name]
+
+
+def test_unfinished_snapshots_warn_and_say_what_removes_them():
+    assert "snapshots" not in checks(assess(master(), unfinished=[]))
+    left = ["/var/lib/sentry/._data-backup-20260101-120000.incomplete"]
+    report = assess(master(), unfinished=left)
+    assert checks(report) == {"snapshots": "warn"} and report["unfinished_snapshots"] == 1
+    assert report["reasons"][0]["message"] == (
+        f"1 unfinished snapshot(s) hold disk space: {left[0]}; sentry_data.recover removes them"
+    )

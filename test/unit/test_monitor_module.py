@@ -17,6 +17,7 @@ levels = load("_utils/sentry_levels.py", "sentry_levels_for_module")
 metrics_util = load("_utils/sentry_metrics.py", "sentry_metrics_for_module")
 monitor = load("_modules/sentry_monitor.py", "sentry_monitor_module")
 records = load("_utils/sentry_records.py", "sentry_records_for_module")
+backups = load("_utils/sentry_backups.py", "sentry_backups_for_module")
 
 THRESHOLDS = {
     "no_contact_warn": 60,
@@ -68,6 +69,7 @@ def instance(tmp_path, monkeypatch):
             "sentry_levels.assess": levels.assess,
             "sentry_metrics.render": metrics_util.render,
             "sentry_records.read": records.read,
+            "sentry_backups.incomplete": backups.incomplete,
         },
         raising=False,
     )
