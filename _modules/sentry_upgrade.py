@@ -93,6 +93,7 @@ def _host_actions(config: dict) -> dict:
         "start": lambda: _start(config),
         "start_nginx": lambda: __salt__["sentry_service.start"](config["nginx_service"]),
         "put_back": __utils__["sentry_backups.put_back"],
+        "exists": os.path.isdir,
         "installed": lambda: __salt__["pkg.version"](package),
         "reinstall": lambda version: _install(package, version, refresh=False, back=True),
         "answers": lambda: _answers(status, config["url"]),
@@ -126,6 +127,14 @@ def _stop_nginx_at_once(service: str) -> None:
     """Within the write window: no graceful stop waiting out the replicas' long polls of /+changelog (5 s
     on Debian) and no init script's second of sleep after it."""
     __salt__["sentry_service.stop_nginx_at_once"](service)
+
+
+def _refuse_unmovable(config: dict) -> None:
+    """Before anything stops: the export and remake methods move the serverdir aside, which a mount point
+    refuses (in place, a snapshot needs the serverdir and its parent on one filesystem, which it is not)."""
+    why = __utils__["sentry_backups.cannot_move_aside"](config["serverdir"])
+    if why:
+        raise CommandExecutionError(f"nothing was changed: {why}")
 
 
 def _move_data_aside(attempt, config: dict) -> None:
@@ -227,6 +236,8 @@ def master(
 
     def choose(attempt) -> None:  # downloaded, still serving
         chosen.update(method=_method(config, version, method))
+        if chosen["method"]["method"] != IN_PLACE:
+            _refuse_unmovable(config)
         if chosen["method"]["method"] == IN_PLACE:
             # What grows with the data is done here, while it serves: devpi-fsck of every release file,
             # and the snapshot's links to them (the stop only brings them up to date).
@@ -468,6 +479,8 @@ def replica(
             chosen.update(_method(config, version, method, follows))
         if chosen["method"] == IN_PLACE:
             _link_release_files(attempt, config)
+        else:
+            _refuse_unmovable(config)
 
     def upgrade(attempt, down: Callable[[], float]) -> dict:
         attempt.mark(stopped=True)

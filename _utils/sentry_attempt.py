@@ -18,7 +18,7 @@ from salt.exceptions import CommandExecutionError
 NOTHING_CHANGED = {"stopped": False, "nginx_stopped": False, "backup": None, "installed": False}
 
 # What roll_back needs from the host, by name: see roll_back().
-ACTIONS = ("stop", "start", "start_nginx", "put_back", "installed", "reinstall", "answers")
+ACTIONS = ("stop", "start", "start_nginx", "put_back", "exists", "installed", "reinstall", "answers")
 
 
 class Steps:
@@ -103,11 +103,14 @@ def roll_back(
     """Undo what an attempt changed (``state``, as Attempt.changed); what was done, or raise naming what is left.
 
     ``act`` (see ACTIONS): ``stop()``, ``start()``, ``start_nginx()``, ``put_back(serverdir, backup)``
-    returning where what stood there went (or None), ``installed()`` the package's version,
+    returning where what stood there went (or None), ``exists(path)``, ``installed()`` the package's version,
     ``reinstall(version)``, ``answers()`` whether the server answers. ``settled`` runs once data and
     package are back, before anything starts (it ends the journal).
     """
     done, serverdir = [], config["serverdir"]
+    if state["backup"] and not act["exists"](state["backup"]):  # named before the move, which never happened
+        done.append(f"the data never left {serverdir}")
+        state["backup"] = None
     putting_back = bool(state["backup"] or state["installed"])
     try:
         if state["stopped"] and putting_back:

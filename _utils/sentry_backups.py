@@ -41,6 +41,19 @@ def new_named(directory: str, prefix: str) -> str:
     return path
 
 
+def cannot_move_aside(serverdir: str) -> str:
+    """Why ``serverdir`` cannot be moved aside (renamed beside itself), or '': a mount point cannot be
+    renamed (EBUSY), so what moves the data aside must refuse before anything stops."""
+    serverdir = os.path.abspath(serverdir).rstrip("/")
+    if not os.path.ismount(serverdir):
+        return ""
+    return (
+        f"{serverdir} is a mount point, which cannot be moved aside: mount the volume one level up "
+        f"({os.path.dirname(serverdir)}) with the serverdir a folder on it, or set sentry:server:serverdir to a "
+        f"folder inside the volume (e.g. {serverdir}/data), its backups then beside it on the same volume"
+    )
+
+
 def move_aside(serverdir: str, kind: str, aside: str | None = None) -> str:
     """Rename ``serverdir`` to ``aside`` (default: a new ``kind`` path beside it) and leave an empty one
     (same owner, mode). Returns where the data went."""

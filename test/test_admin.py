@@ -291,10 +291,32 @@ def test_move_aside_keeps_the_old_data_as_a_backup(deployed, exported):
     moved = call(
         deployed, "sentry_admin.import", exported["path"], "serverdir=/var/lib/sentry/imported", "move_aside=True"
     )
-    assert moved["backup"].startswith("/var/lib/sentry/_data-backup-")
+    assert moved["backup"].startswith("/var/lib/sentry/_imported-backup-")  # named after the serverdir
     assert len(before) == RELEASE_FILES
     assert files_by_path(host, moved["backup"]) == before
     assert host.path(f"{moved['backup']}/+files/marker-of-the-old-data").read_text() == "kept\n"
     assert host.sh(f"sha256sum < {moved['backup']}/.sqlite").stdout == old_database
     assert files_by_path(host, "/var/lib/sentry/imported") == files_by_path(host, "/var/lib/sentry/data")
     assert not host.path("/var/lib/sentry/imported/+files/marker-of-the-old-data").exists()
+
+
+def test_an_import_over_a_serverdir_that_is_a_mount_point_is_refused_before_anything_changes(deployed, exported):
+    """Data on a volume of its own, mounted at the serverdir: it cannot be renamed aside (EBUSY), so the
+    import refuses at once and says what to set (issue 29, item 4)."""
+    host, mounted = deployed.host, "/var/lib/sentry/mounted"
+    host.sh(f"mkdir -p {mounted} && mount -t tmpfs -o size=64m,mode=0750 sentry-volume {mounted}")
+    try:
+        host.sh(f"cp -a /var/lib/sentry/imported/. {mounted}/ && chown sentry:sentry {mounted}")
+        before = files_by_path(host, mounted)
+        refused = deployed.call(
+            "sentry_admin.import", exported["path"], f"serverdir={mounted}", "move_aside=True", check=False
+        )
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "Traceback" not in said, said
+        assert f"nothing was changed: {mounted} is a mount point, which cannot be moved aside" in said, said
+        assert "set sentry:server:serverdir to a folder inside the volume" in said
+        assert files_by_path(host, mounted) == before and len(before) == RELEASE_FILES
+        assert "_mounted-backup-" not in host.sh("ls -a /var/lib/sentry").stdout
+        assert not host.path(f"{mounted}.operation.json").exists()
+    finally:
+        host.sh(f"umount {mounted} && rmdir {mounted}")

@@ -110,3 +110,10 @@ def test_prunable_refuses_while_the_trail_cannot_be_read(instances):
     (instances / "data.operation.json").write_text("{half")
     with pytest.raises(CommandExecutionError, match=r"data\.operation\.json cannot be read .*sentry_data\.recover"):
         data.prunable(1)
+
+
+def test_a_mount_point_cannot_be_moved_aside(tmp_path):
+    assert backups.cannot_move_aside(str(tmp_path)) == ""
+    why = backups.cannot_move_aside("/proc")  # a mount point on every Linux host
+    assert why.startswith("/proc is a mount point, which cannot be moved aside: mount the volume one level up (/)")
+    assert "set sentry:server:serverdir to a folder inside the volume (e.g. /proc/data)" in why

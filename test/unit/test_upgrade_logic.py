@@ -7,6 +7,7 @@ message tells the operator to do by hand. The real upgrades are in test_upgrade.
 
 from __future__ import annotations
 
+import os
 import json
 
 import pytest
@@ -182,7 +183,14 @@ def state(**changed) -> dict:
     return {"stopped": False, "nginx_stopped": False, "backup": None, "installed": False, **changed}
 
 
-def test_a_rollback_undoes_only_what_was_changed():
+@pytest.fixture
+def backups_made(monkeypatch):
+    """The backups the rollbacks below name exist (the move aside happened); others do not."""
+    real = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda path: "/_data-backup-" in str(path) or real(path))
+
+
+def test_a_rollback_undoes_only_what_was_changed(backups_made):
     minion = Minion()
     minion.install(upgrade)
     assert upgrade._roll_back(state(), "6.14.0-1", CONFIG) == "nothing had changed"
@@ -195,7 +203,16 @@ def test_a_rollback_undoes_only_what_was_changed():
     assert done == "old data back in /srv/b/data"
 
 
-def test_a_failed_rollback_names_only_the_backup_it_made():
+def test_a_backup_named_but_never_made_is_not_put_back():
+    """The move aside failed (a mount point: EBUSY) after the journal named the backup: the data never left."""
+    minion = Minion()
+    minion.install(upgrade)
+    done = upgrade._roll_back(state(stopped=True, backup="/nonexistent/_data-backup-1"), "6.14.0-1", CONFIG)
+    assert done == "the data never left /srv/b/data; server running"
+    assert "sentry_backups.put_back" not in minion.calls and "sentry_server.stop" not in minion.calls
+
+
+def test_a_failed_rollback_names_only_the_backup_it_made(backups_made):
     minion = Minion(broken={"sentry_server.start"})
     minion.install(upgrade)
     with pytest.raises(CommandExecutionError) as failed:
