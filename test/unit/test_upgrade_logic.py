@@ -7,8 +7,8 @@ message tells the operator to do by hand. The real upgrades are in test_upgrade.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 
 import pytest
 from salt.exceptions import CommandExecutionError
