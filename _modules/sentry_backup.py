@@ -79,12 +79,19 @@ def settings(instance: str | None = None) -> dict:
     return {**config, "backup_folder": backup["dir"], "keep": int(backup["keep"]), "live": bool(backup["live"])}
 
 
+def _opened(path: str, flags: int, mode: str):
+    """``path`` opened by root in a folder the service user may write in: never through a link put there
+    (O_NOFOLLOW; with O_EXCL, never a file put there either)."""
+    descriptor = os.open(path, flags | os.O_NOFOLLOW, 0o640)
+    return os.fdopen(descriptor, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
 @contextlib.contextmanager
 def _lock(config: dict, what: str):
     """One backup or drill of an instance at a time (a drill must not see its backup rotated away)."""
     os.makedirs(config["backup_folder"], mode=0o750, exist_ok=True)
     path = os.path.join(config["backup_folder"], ".lock")
-    with open(path, "a", encoding="utf-8") as handle:
+    with _opened(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a") as handle:
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:
@@ -199,7 +206,10 @@ def _write_manifest(path: str) -> None:
     """What the backup holds, read right after it was made: a drill compares the restore with it, so that
     damage to the backup later (a file's bytes, an entry of its dataindex) cannot hide."""
     state = __salt__["sentry_health.export_state"](path)
-    with open(os.path.join(path, MANIFEST), "w", encoding="utf-8") as handle:
+    manifest = os.path.join(path, MANIFEST)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(manifest)  # a link put there is removed itself, never followed
+    with _opened(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "w") as handle:
         json.dump(state, handle, sort_keys=True, default=sorted)
 
 
@@ -325,7 +335,7 @@ SCRATCH_KDF = ("--argon2-memory-cost", "8192", "--argon2-time-cost", "1", "--arg
 
 def _serve(config: dict, serverdir: str, port: int, url: str, scratch: str) -> subprocess.Popen:
     """A server on ``serverdir`` at ``url``, as the service user, in a session of its own; once it answers."""
-    log = open(os.path.join(scratch, "server.log"), "wb")  # the server's until it stops
+    log = _opened(os.path.join(scratch, "server.log"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, "wb")  # the server's
     server = subprocess.Popen(
         [
             SERVER_BIN,

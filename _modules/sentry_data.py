@@ -1,8 +1,8 @@
 """The data of a sentry instance: initialise its serverdir, export, import, the backups kept beside it.
 
-Works with the package's commands (``/usr/sbin/sentry-server``): the export
-and the serverdir's initialisation as the service user; the import as root, its
-result then given to the service user. The instance (serverdir, program, user) is the one the formula
+Works with the package's commands (``/usr/sbin/sentry-server``): the export,
+the import and the serverdir's initialisation as the service user (root only
+makes and gives it the empty folders, never following a link). The instance (serverdir, program, user) is the one the formula
 rendered (``sentry_server.settings``); ``instance=PROGRAM`` picks one where a
 host runs several. Nothing here deletes data: what is replaced is moved aside.
 Mending an instance after an import or upgrade died half-way is
@@ -180,8 +180,9 @@ def read_export(path: str) -> dict:
 
         salt '*' sentry_data.read_export /var/lib/sentry/export-20260101-120000
     """
-    try:
-        with open(os.path.join(path, EXPORT_INDEX), encoding="utf-8") as handle:
+    try:  # root reads it: never through a link the service user, who wrote the export, could have put there
+        descriptor = os.open(os.path.join(path, EXPORT_INDEX), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(descriptor, encoding="utf-8") as handle:
             return json.load(handle)
     except (OSError, ValueError) as exc:
         raise CommandExecutionError(f"{path} is not a readable sentry export: {exc}") from None
@@ -320,6 +321,7 @@ def import_(
     config = _settings(instance)
     serverdir = serverdir or config["serverdir"]
     counts = export_counts(src)
+    _readable_by(config["user"], src)
     occupied = os.path.exists(serverdir) and bool(os.listdir(serverdir))
     if occupied and not move_aside:
         raise CommandExecutionError(
@@ -361,13 +363,29 @@ def import_(
     }
 
 
+def _readable_by(user: str, src: str) -> None:
+    """Refuse, before anything stops, an export the service user cannot read (it imports as that user)."""
+    probe = ["runuser", "-u", user, "--", "test", "-r", os.path.join(src, EXPORT_INDEX)]
+    if __salt__["cmd.retcode"](probe, python_shell=False, output_loglevel="quiet", ignore_retcode=True) != 0:
+        raise CommandExecutionError(
+            f"nothing was changed: the service user {user} cannot read {src} (it imports as that user, so that "
+            f"a link in an export never reads what only root may): give it read access, e.g. "
+            f"'chgrp -R {user} {src} && chmod -R g+rX {src}'"
+        )
+
+
 def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, config: dict) -> None:
-    """Run the import; on failure put ``backup`` back and raise saying where everything is."""
+    """Run the import as the service user, into ``serverdir`` made (or taken) empty and given to it by root;
+    on failure put ``backup`` back and raise saying where everything is."""
+    if not os.path.isdir(serverdir):
+        os.mkdir(serverdir, 0o750)
+    _give(serverdir, config)  # empty here: the folder itself
     # Without this the import adds a root/pypi mirror the exported server did not have.
     no_root_pypi = [] if root_pypi else ["--no-root-pypi"]
     # --no-events: devpi-web's search index and docs are brought up to date by the server once it
     # runs, not by the import while writes are down (the larger part of an import's time).
-    argv = [SERVER_BIN, "--serverdir", serverdir, "--import", src, *no_root_pypi, "--no-events"]
+    argv = ["runuser", "-u", config["user"], "--", SERVER_BIN, "--serverdir", serverdir, "--import", src]
+    argv += [*no_root_pypi, "--no-events"]
     options = {"python_shell": False, "output_loglevel": "quiet", "ignore_retcode": True}
     result = __salt__["cmd.run_all"](argv, **options)
     if result["retcode"] == 2 and "--no-events" in result["stderr"]:  # a package from before the flag
@@ -376,10 +394,6 @@ def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, 
         failed = __utils__["sentry_backups.put_back"](serverdir, backup) if backup else None
         kept = f"; what it wrote is in {failed}, the data is back in {serverdir}" if failed else ""
         raise CommandExecutionError(f"import of {src} failed: {(result['stderr'] or result['stdout']).strip()}{kept}")
-    for root, dirs, files in os.walk(serverdir):
-        for name in (*dirs, *files):
-            _give(os.path.join(root, name), config)
-    _give(serverdir, config)
 
 
 def _refuse_over(journal: dict | None, serverdir: str) -> None:

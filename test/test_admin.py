@@ -320,3 +320,32 @@ def test_an_import_over_a_serverdir_that_is_a_mount_point_is_refused_before_anyt
         assert not host.path(f"{mounted}.operation.json").exists()
     finally:
         host.sh(f"umount {mounted} && rmdir {mounted}")
+
+
+def test_an_export_with_a_link_to_a_root_only_file_never_brings_it_into_the_index(deployed, exported):
+    """The export is the service user's work: a server taken over could put links in it. The import runs as
+    the service user, so a link to what only root may read fails the import, and the data stays (issue 29,
+    item 1). Run as root, it would have read the file into the index (hashes left out: it computes them)."""
+    host, planted = deployed.host, "/var/lib/sentry/export-planted"
+    host.sh("umask 077 && echo ROOT-ONLY-SECRET-29 > /root/only-root.txt")
+    host.sh(f"rm -rf {planted} && cp -a {exported['path']} {planted}")
+    index = json.loads(host.path(f"{planted}/dataindex.json").read_text())
+    files = [file for stage in index["indexes"].values() for file in stage.get("files", [])]
+    (entry,) = [file for file in files if file["type"] == "releasefile"][:1]
+    entry.get("entrymapping", {}).pop("hashes", None)
+    entry.get("entrymapping", {}).pop("hash_spec", None)
+    host.path(f"{planted}/dataindex.json").write_text(json.dumps(index))
+    link = f"{planted}/{entry['relpath']}"
+    host.sh(f"ln -sf /root/only-root.txt {link} && chown -h sentry:sentry {link}")
+    before = files_by_path(host, "/var/lib/sentry/imported")
+    try:
+        failed = deployed.call(
+            "sentry_admin.import", planted, "serverdir=/var/lib/sentry/imported", "move_aside=True", check=False
+        )
+        assert failed.returncode != 0, failed.stdout
+        assert f"import of {planted} failed" in failed.stdout + failed.stderr
+        assert files_by_path(host, "/var/lib/sentry/imported") == before  # put back
+        leaked = host.run(["grep", "-rl", "ROOT-ONLY-SECRET-29", "/var/lib/sentry"], check=False)
+        assert leaked.returncode == 1, leaked.stdout
+    finally:
+        host.sh(f"rm -rf {planted} /root/only-root.txt /var/lib/sentry/_imported-failed-*")

@@ -215,3 +215,25 @@ def test_a_drill_without_a_backup_says_so_and_is_recorded(instance):
     with pytest.raises(CommandExecutionError, match=r"no backup in .* run sentry_backup.run first"):
         backup.drill(instance=PROGRAM)
     assert backup.last(PROGRAM)["drill"]["last"]["success"] is False
+
+
+def test_root_never_writes_through_a_link_in_the_backup_folder(tmp_path):
+    """The lock, a backup's manifest and a drill's server log: root opens them in folders the service user
+    may write in; a link put at their names is never followed (the root-owned file stays as it was)."""
+    victim = tmp_path / "root-owned"
+    victim.write_text("untouched")
+    for name, flags, mode in (
+        ("lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a"),
+        ("server.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, "wb"),
+    ):
+        os.symlink(victim, tmp_path / name)
+        with pytest.raises(OSError):
+            backup._opened(str(tmp_path / name), flags, mode)
+    export = tmp_path / "backup-20260101-020000"
+    export.mkdir()
+    os.symlink(victim, export / backup.MANIFEST)
+    backup.__salt__ = {"sentry_health.export_state": lambda path: {"users": {}}}
+    backup._write_manifest(str(export))  # the link itself goes; the manifest is a file of its own
+    assert victim.read_text() == "untouched"
+    assert not os.path.islink(export / backup.MANIFEST)
+    assert json.loads((export / backup.MANIFEST).read_text()) == {"users": {}}

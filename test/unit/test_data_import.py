@@ -46,19 +46,42 @@ def test_the_import_leaves_devpi_webs_events_to_the_started_server(tmp_path, con
     use(runner)
     data._import_into(str(tmp_path), "/srv/export", False, None, config)
     assert runner.commands == [
-        ["/usr/sbin/sentry-server", "--serverdir", str(tmp_path), "--import", "/srv/export", "--no-root-pypi",
-         "--no-events"],
-    ]  # fmt: skip
+        ["runuser", "-u", config["user"], "--", "/usr/sbin/sentry-server", "--serverdir", str(tmp_path),
+         "--import", "/srv/export", "--no-root-pypi", "--no-events"],
+    ]  # fmt: skip  # as the service user: a link in the export never reads what only root may
 
 
 def test_a_package_without_no_events_imports_as_before(tmp_path, config):
     runner = Runner((2, OLD_PACKAGE), (0, ""))
     use(runner)
     data._import_into(str(tmp_path), "/srv/export", True, None, config)
-    assert runner.commands[1] == ["/usr/sbin/sentry-server", "--serverdir", str(tmp_path), "--import", "/srv/export"]
+    assert runner.commands[1][4:] == [
+        "/usr/sbin/sentry-server",
+        "--serverdir",
+        str(tmp_path),
+        "--import",
+        "/srv/export",
+    ]
 
 
 def test_a_failed_import_says_why(tmp_path, config):
     use(Runner((1, "Fatal: the file at x is missing")))
     with pytest.raises(data.CommandExecutionError, match="import of /srv/export failed: Fatal: the file at x"):
         data._import_into(str(tmp_path), "/srv/export", True, None, config)
+
+
+def test_a_fresh_serverdir_is_made_for_the_service_user(tmp_path, config):
+    use(Runner((0, "")))
+    data._import_into(str(tmp_path / "fresh"), "/srv/export", True, None, config)
+    made = (tmp_path / "fresh").stat()
+    assert (made.st_mode & 0o777, made.st_uid) == (0o750, os.getuid())
+
+
+def test_an_export_index_that_is_a_link_is_not_read(tmp_path):
+    secret = tmp_path / "root-only.json"
+    secret.write_text('{"users": {"planted": {}}}')
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "dataindex.json").symlink_to(secret)
+    with pytest.raises(data.CommandExecutionError, match="is not a readable sentry export"):
+        data.read_export(str(export))
