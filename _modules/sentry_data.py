@@ -2,8 +2,9 @@
 
 Works with the package's commands (``/usr/sbin/sentry-server``): the export,
 the import and the serverdir's initialisation as the service user (root only
-makes and gives it the empty folders, never following a link). The instance (serverdir, program, user) is the one the formula
-rendered (``sentry_server.settings``); ``instance=PROGRAM`` picks one where a
+makes and gives it the empty folders, never following a link). The instance
+(serverdir, program, user) is the one the formula rendered
+(``sentry_server.settings``); ``instance=PROGRAM`` picks one where a
 host runs several. Nothing here deletes data: what is replaced is moved aside.
 Mending an instance after an import or upgrade died half-way is
 ``sentry_recover``'s; ``sentry_data.recover`` hands over to it.
