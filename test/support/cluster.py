@@ -290,6 +290,11 @@ class SaltCluster:
         )
         self._run_minion_daemon(host, minion_id)
 
+    def start_minion_again(self, minion_id: str) -> None:
+        """The salt-minion of ``minion_id`` started again (its host booted since), once it answers."""
+        self._run_minion_daemon(self.hosts[minion_id], minion_id)
+        self._wait_for_minion(minion_id)
+
     def _run_minion_daemon(self, host: TestHost, minion_id: str) -> None:
         """salt-minion as a daemon in ``host``, from the venv of the Salt release this minion runs."""
         salt_minion = self.minion_venvs.get(minion_id, REPO / ".venv") / "bin" / "salt-minion"
