@@ -98,16 +98,9 @@ def list_indexes(url: str | None = None, user: str | None = None, instance: str 
     return indexes
 
 
-INDEX_KEYS = (
-    "bases",
-    "volatile",
-    "acl_upload",
-    "mirror_whitelist",
-    "mirror_url",
-    "mirror_cache_expiry",
-    "mirror_use_external_urls",
-    "mirror_no_project_list",
-)
+def _index_keys() -> tuple[str, ...]:
+    """The index settings the formula knows, as its pillar rules name them (``type`` apart)."""
+    return tuple(key for key in __utils__["sentry_pillar.index_keys"]() if key != "type")
 
 
 def _as_root(url: str | None, root_password: str | None, instance: str | None = None) -> tuple[str, str]:
@@ -235,7 +228,7 @@ def index_get(name: str, url: str | None = None, instance: str | None = None) ->
     if code == 404:
         return None
     result = _check(code, body, f"reading index {name}", ok=(200,))
-    return {key: result[key] for key in ("type", *INDEX_KEYS) if key in result}
+    return {key: result[key] for key in ("type", *_index_keys()) if key in result}
 
 
 def _check_bases(name: str, bases: list[str], url: str | None) -> None:
@@ -265,7 +258,7 @@ def index_set(
         salt '*' sentry_admin.index_set alice/dev volatile=True instance=sentry-b
     """
     user, index = _split_index(name)
-    wanted = {key: value for key, value in config.items() if key in INDEX_KEYS and value is not None}
+    wanted = {key: value for key, value in config.items() if key in _index_keys() and value is not None}
     kind = config.get("type") or "stage"
     base, auth = _as_root(url, root_password, instance)
     _check_bases(name, wanted.get("bases", []), base)

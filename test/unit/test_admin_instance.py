@@ -16,6 +16,7 @@ from support.loading import load
 
 admin = load("_modules/sentry_admin.py", "sentry_admin_unit")
 api = load("_utils/sentry_api.py", "sentry_api_admin_unit")
+rules = load("_utils/sentry_pillar.py", "sentry_pillar_admin_unit")
 
 URLS = {"sentry-server": "http://127.0.0.1:3141", "sentry-b": "http://127.0.0.1:3142"}
 ROOT_PASSWORD = "Unit-Root-pw-83"
@@ -96,6 +97,7 @@ def configure_loader_modules(host):
         "sentry_api.get": lambda url, what: api.check(*host.request("GET", url), what, ok=(200,)),
         "sentry_api.login": host.login,
         "sentry_api.root_password": api.root_password,
+        "sentry_pillar.index_keys": rules.index_keys,
     }
     return {
         admin: {
