@@ -41,6 +41,8 @@ MIRROR_INDEX_KEYS = ("mirror_url", "mirror_cache_expiry", "mirror_use_external_u
 def index_keys() -> tuple[str, ...]:
     """An index's settings the formula knows (bootstrap:indexes, sentry_admin.index_get/index_set)."""
     return INDEX_KEYS
+
+
 CRON_SCHEDULE = re.compile(
     r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4})$"
 )
