@@ -36,13 +36,6 @@ INDEX_KEYS = (
     "mirror_no_project_list",
 )
 MIRROR_INDEX_KEYS = ("mirror_url", "mirror_cache_expiry", "mirror_use_external_urls", "mirror_no_project_list")
-
-
-def index_keys() -> tuple[str, ...]:
-    """An index's settings the formula knows (bootstrap:indexes, sentry_admin.index_get/index_set)."""
-    return INDEX_KEYS
-
-
 CRON_SCHEDULE = re.compile(
     r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4})$"
 )
@@ -395,6 +388,11 @@ def check_users(users: dict) -> None:
         for key in user:
             if key not in ("password", "email"):
                 raise PillarError(f"unknown key sentry:bootstrap:users:{name}:{key} (known: email, password)")
+
+
+def index_keys() -> tuple[str, ...]:
+    """An index's settings the formula knows (bootstrap:indexes, sentry_admin.index_get/index_set)."""
+    return INDEX_KEYS
 
 
 def check_index(name, index) -> None:
