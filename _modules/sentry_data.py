@@ -376,8 +376,9 @@ def _readable_by(user: str, src: str) -> None:
 
 
 def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, config: dict) -> None:
-    """Run the import as the service user, into ``serverdir`` made (or taken) empty and given to it by root;
-    on failure put ``backup`` back and raise saying where everything is."""
+    """Run the import into ``serverdir``, made (or taken) empty and given to the service user by root, as
+    whose owner the package's sentry-server runs devpi-import; on failure put ``backup`` back and raise
+    saying where everything is."""
     if not os.path.isdir(serverdir):
         os.mkdir(serverdir, 0o750)
     _give(serverdir, config)  # empty here: the folder itself
@@ -385,8 +386,9 @@ def _import_into(serverdir: str, src: str, root_pypi: bool, backup: str | None, 
     no_root_pypi = [] if root_pypi else ["--no-root-pypi"]
     # --no-events: devpi-web's search index and docs are brought up to date by the server once it
     # runs, not by the import while writes are down (the larger part of an import's time).
-    argv = ["runuser", "-u", config["user"], "--", SERVER_BIN, "--serverdir", serverdir, "--import", src]
-    argv += [*no_root_pypi, "--no-events"]
+    # sentry-server drops to the serverdir's owner (the service user) for devpi-import itself: it needs root
+    # to make its scratch folder beside the serverdir, whose parent may be root's (a mount point, /srv).
+    argv = [SERVER_BIN, "--serverdir", serverdir, "--import", src, *no_root_pypi, "--no-events"]
     options = {"python_shell": False, "output_loglevel": "quiet", "ignore_retcode": True}
     result = __salt__["cmd.run_all"](argv, **options)
     if result["retcode"] == 2 and "--no-events" in result["stderr"]:  # a package from before the flag

@@ -359,7 +359,9 @@ def export(args: argparse.Namespace) -> int:
 def import_(args: argparse.Namespace) -> int:
     """Import into a scratch directory beside the serverdir, then move it in place.
 
-    A failed import thus leaves the serverdir as it was (absent or empty).
+    A failed import thus leaves the serverdir as it was (absent or empty). Run by root, devpi-import itself
+    runs as the serverdir's owner (its parent's where it is absent): an export is the service user's work,
+    and a link in it must never read what only root may.
     """
     serverdir, source = Path(args.serverdir).absolute(), Path(args.import_dir)
     if not source.is_dir():
@@ -371,7 +373,9 @@ def import_(args: argparse.Namespace) -> int:
             f"serverdir {serverdir} is not empty: import only goes into a fresh serverdir (move the old one aside)"
         )
     serverdir.parent.mkdir(parents=True, exist_ok=True)
+    owner = (serverdir if serverdir.exists() else serverdir.parent).stat()
     scratch = Path(tempfile.mkdtemp(prefix=f".{serverdir.name}.import-", dir=serverdir.parent))
+    os.chown(scratch, owner.st_uid, owner.st_gid)
     arguments = ["--serverdir", str(scratch)]
     if args.config:
         arguments += ["--configfile", args.config]
@@ -382,18 +386,48 @@ def import_(args: argparse.Namespace) -> int:
     if args.no_events:
         arguments.append("--no-events")
     try:
-        run_devpi_import([*arguments, str(source)])
+        as_owner(owner.st_uid, owner.st_gid, lambda: run_devpi_import([*arguments, str(source)]))
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     if serverdir.exists():
         shutil.copystat(serverdir, scratch)
-        stat = serverdir.stat()
-        os.chown(scratch, stat.st_uid, stat.st_gid)
         serverdir.rmdir()
     scratch.rename(serverdir)
     print(f"imported {source} into {serverdir}")
     return 0
+
+
+def as_owner(uid: int, gid: int, action) -> None:
+    """``action()`` in a child process as ``uid``/``gid`` (with the user's groups) when root runs this and the
+    owner is another user; else here. Raises Failure when the child fails (it printed why)."""
+    if os.getuid() != 0 or uid == 0:
+        action()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child ends here, whatever happens
+        code = 1
+        try:
+            import pwd
+
+            os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+            os.setgid(gid)
+            os.setuid(uid)
+            action()
+            code = 0
+        except Failure as exc:
+            print(f"sentry-server: error: {exc}", file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise Failure("the import failed (as the serverdir's owner; its message is above)")
 
 
 def run_devpi_import(arguments: list[str]) -> None:
