@@ -258,7 +258,8 @@ def index_set(
         salt '*' sentry_admin.index_set alice/dev volatile=True instance=sentry-b
     """
     user, index = _split_index(name)
-    wanted = {key: value for key, value in config.items() if key in _index_keys() and value is not None}
+    known = _index_keys()
+    wanted = {key: value for key, value in config.items() if key in known and value is not None}
     kind = config.get("type") or "stage"
     base, auth = _as_root(url, root_password, instance)
     _check_bases(name, wanted.get("bases", []), base)

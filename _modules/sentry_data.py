@@ -328,8 +328,9 @@ def import_(
         raise CommandExecutionError(
             f"serverdir {serverdir} holds data; import only goes into a fresh one (move_aside=True moves it aside)"
         )
-    if occupied and __utils__["sentry_backups.cannot_move_aside"](serverdir):
-        raise CommandExecutionError(f"nothing was changed: {__utils__['sentry_backups.cannot_move_aside'](serverdir)}")
+    unmovable = occupied and __utils__["sentry_backups.cannot_move_aside"](serverdir)
+    if unmovable:
+        raise CommandExecutionError(f"nothing was changed: {unmovable}")
     journal = __utils__["sentry_journal.read"](serverdir)
     owned = not __utils__["sentry_journal.mine"](journal)  # an upgrade calling keeps its own trail
     if owned:

@@ -108,29 +108,28 @@ def named(directory: str, prefix: str) -> list[str]:
     ]
 
 
+def stamped(serverdir: str, start: str, end: str = "") -> list[str]:
+    """The folders beside ``serverdir`` named ``start`` + a timestamp alone + ``end``, newest first: not
+    another instance's whose name extends ``start``, not a folder still being written."""
+    directory = os.path.dirname(os.path.abspath(serverdir))
+    found = []
+    for path in named(directory, start):
+        name = os.path.basename(path)
+        if name.endswith(end) and STAMPED.fullmatch(name[len(start) : len(name) - len(end)]):
+            found.append(path)
+    return found
+
+
 def incomplete(serverdir: str) -> list[str]:
     """Snapshots of ``serverdir`` that never completed (their maker was killed), newest first: hidden
     ``._<name>-backup-<timestamp>.incomplete`` folders beside it (sentry_snapshot.scratch_path)."""
-    directory = os.path.dirname(os.path.abspath(serverdir))
-    start, end = "." + prefix(serverdir, "backup"), ".incomplete"
-    return [
-        path
-        for path in named(directory, start)
-        if path.endswith(end) and STAMPED.fullmatch(os.path.basename(path)[len(start) : -len(end)])
-    ]
+    return stamped(serverdir, "." + prefix(serverdir, "backup"), ".incomplete")
 
 
 def listing(serverdir: str) -> dict[str, list[str]]:
-    """The paths of each kind beside ``serverdir`` that are its own, newest first: a prefix followed by a
-    timestamp alone (not another instance's whose name extends it, not an export still being written);
-    ``incomplete``: snapshots never completed."""
-    directory = os.path.dirname(os.path.abspath(serverdir))
-    found = {}
-    for kind in KINDS:
-        start = prefix(serverdir, kind)
-        found[kind] = [
-            path for path in named(directory, start) if STAMPED.fullmatch(os.path.basename(path)[len(start) :])
-        ]
+    """The paths of each kind beside ``serverdir`` that are its own, newest first; ``incomplete``:
+    snapshots never completed."""
+    found = {kind: stamped(serverdir, prefix(serverdir, kind)) for kind in KINDS}
     found["incomplete"] = incomplete(serverdir)
     return found
 
